@@ -1,0 +1,20 @@
+# `make test` and `make demo` create .venv on first use: torch's CPU wheel first, then the project.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test demo lint install
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $@
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
