@@ -1,0 +1,423 @@
+"""SuPreME: a 1D ViT ECG encoder, a frozen BERT query encoder and the Cardiac Fusion Network (CFN).
+
+Paper: Cai et al., "SuPreME: A Supervised Pre-training Framework for Multimodal ECG Representation Learning",
+EMNLP Findings 2025, §3.2 and appendix A.4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_supreme import SupremeConfig
+
+
+@dataclass
+class SupremeECGModelOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_leads * num_patches, hidden_size)`):
+            ECG tokens after the final LayerNorm; token `t` is lead `t // num_patches`, patch `t % num_patches`.
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`): mean over the tokens.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+
+
+@dataclass
+class SupremeOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, when `labels` are given): binary cross-entropy with logits.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_queries)`): one score per ECG and query.
+        ecg_embeds (`torch.FloatTensor` of shape `(batch_size, num_tokens, projection_dim)`): the projected ECG
+            tokens (the CFN memory).
+        query_embeds (`torch.FloatTensor` of shape `(num_queries, projection_dim)`): the projected queries (the CFN
+            targets), the same for every ECG.
+        cross_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): one tensor per CFN layer of shape
+            `(batch_size, fusion_num_attention_heads, num_queries, num_tokens)`: where each query looked in the ECG.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    ecg_embeds: torch.FloatTensor | None = None
+    query_embeds: torch.FloatTensor | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def attention(query, key, value, dropout: float = 0.0, output_attentions: bool = False):
+    """Scaled dot-product attention over `(..., heads, length, head_dim)` tensors.
+
+    SDPA (flash / memory-efficient kernels) unless the weights are asked for, which only the eager path returns.
+    """
+    if not output_attentions:
+        return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout), None
+    weights = torch.softmax(query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5, dim=-1)
+    return F.dropout(weights, dropout) @ value, weights
+
+
+class SupremeDropPath(nn.Module):
+    """Stochastic depth: drops a residual branch for whole samples during training."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class SupremeECGEmbeddings(nn.Module):
+    """Per-lead patches → one shared linear projection + lead embedding + position embedding."""
+
+    def __init__(self, config: SupremeConfig):
+        super().__init__()
+        self.num_leads = config.num_leads
+        self.patch_size = config.patch_size
+        self.patch_embedding = nn.Linear(config.patch_size, config.hidden_size)
+        self.lead_embeddings = nn.Parameter(torch.zeros(config.num_leads, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.zeros(config.num_patches, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        """(batch_size, num_leads, num_samples) → (batch_size, num_leads * num_patches, hidden_size)."""
+        batch_size = input_values.shape[0]
+        patches = input_values.reshape(batch_size, self.num_leads, -1, self.patch_size)
+        tokens = self.patch_embedding(patches) + self.lead_embeddings[:, None] + self.position_embeddings
+        return self.dropout(tokens.flatten(1, 2))
+
+
+class SupremeAttention(nn.Module):
+    """Multi-head self-attention over the ECG tokens, with one fused QKV projection."""
+
+    def __init__(self, config: SupremeConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.attention_probs_dropout_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch_size, length, width = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch_size, length, 3, self.num_heads, width // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        context, _ = attention(query, key, value, self.dropout if self.training else 0.0)
+        return self.out_proj(context.transpose(1, 2).reshape(batch_size, length, width))
+
+
+class SupremeMLP(nn.Module):
+    def __init__(self, width: int, hidden: int, activation: str, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.activation = ACT2FN[activation]
+        self.fc2 = nn.Linear(hidden, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+
+
+class SupremeEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm ViT block: x + DropPath(Attention(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, config: SupremeConfig, drop_path_rate: float):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = SupremeAttention(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = SupremeMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+        self.drop_path = SupremeDropPath(drop_path_rate)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.drop_path(self.dropout(self.self_attn(self.layer_norm1(hidden_states))))
+        return hidden_states + self.drop_path(self.dropout(self.mlp(self.layer_norm2(hidden_states))))
+
+
+class SupremeEncoder(nn.Module):
+    def __init__(self, config: SupremeConfig):
+        super().__init__()
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList([SupremeEncoderLayer(config, rate) for rate in rates])
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return hidden_states
+
+
+class SupremeProjection(nn.Module):
+    """Linear → activation → Linear → LayerNorm into the shared `projection_dim` space."""
+
+    def __init__(self, width: int, hidden: int, out: int, activation: str, eps: float):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.activation = ACT2FN[activation]
+        self.fc2 = nn.Linear(hidden, out)
+        self.layer_norm = nn.LayerNorm(out, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.fc2(self.activation(self.fc1(x))))
+
+
+class SupremeQuerySelfAttention(nn.Module):
+    """The CFN's target self-attention, restricted to each query itself.
+
+    With one key per query the softmax is exactly 1, so attention reduces to the value and output projections, folded
+    here into one linear map. A query's logit is then independent of the other queries in the list.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.value_output = nn.Linear(width, width)
+
+    def forward(self, targets: torch.Tensor) -> torch.Tensor:
+        return self.value_output(targets)
+
+
+class SupremeCrossAttention(nn.Module):
+    """Queries (targets) attend to the ECG tokens (memory); keys and values come from one fused projection."""
+
+    def __init__(self, width: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(width, width)
+        self.kv_proj = nn.Linear(width, 2 * width)
+        self.out_proj = nn.Linear(width, width)
+        self.dropout = dropout
+
+    def forward(self, targets: torch.Tensor, memory: torch.Tensor, output_attentions: bool = False):
+        """targets (num_queries, width) shared by the batch, or (batch_size, num_queries, width); memory
+        (batch_size, num_tokens, width) → (batch_size, num_queries, width) and optional weights
+        (batch_size, heads, num_queries, num_tokens)."""
+        batch_size, num_tokens, width = memory.shape
+        head_dim = width // self.num_heads
+        query = self.q_proj(targets)  # projected once when the targets are shared by the batch
+        query = query.unflatten(-1, (self.num_heads, head_dim)).transpose(-3, -2).expand(batch_size, -1, -1, -1)
+        key, value = self.kv_proj(memory).view(batch_size, num_tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        dropout = self.dropout if self.training else 0.0
+        context, weights = attention(query, key, value, dropout, output_attentions)
+        return self.out_proj(context.transpose(1, 2).flatten(2)), weights
+
+
+class CardiacFusionLayer(GradientCheckpointingLayer):
+    """Pre-norm decoder layer: query self-attention, cross-attention to the ECG tokens, feed-forward."""
+
+    def __init__(self, config: SupremeConfig):
+        super().__init__()
+        width, eps = config.projection_dim, config.layer_norm_eps
+        self.layer_norm1 = nn.LayerNorm(width, eps=eps)
+        self.self_attn = SupremeQuerySelfAttention(width)
+        self.layer_norm2 = nn.LayerNorm(width, eps=eps)
+        self.cross_attn = SupremeCrossAttention(width, config.fusion_num_attention_heads, config.fusion_dropout)
+        self.layer_norm3 = nn.LayerNorm(width, eps=eps)
+        self.mlp = SupremeMLP(width, config.fusion_intermediate_size, "relu", config.fusion_dropout)
+        self.dropout = nn.Dropout(config.fusion_dropout)
+
+    def forward(self, targets: torch.Tensor, memory: torch.Tensor, output_attentions: bool = False):
+        targets = targets + self.dropout(self.self_attn(self.layer_norm1(targets)))
+        attended, weights = self.cross_attn(self.layer_norm2(targets), memory, output_attentions)
+        targets = targets + self.dropout(attended)  # broadcasts shared (Q, D) targets to (B, Q, D)
+        return targets + self.dropout(self.mlp(self.layer_norm3(targets))), weights
+
+
+class CardiacFusionNetwork(nn.Module):
+    """The CFN: a Transformer decoder from queries to ECG tokens, then one MLP head shared by every query."""
+
+    def __init__(self, config: SupremeConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([CardiacFusionLayer(config) for _ in range(config.fusion_num_layers)])
+        self.layer_norm = nn.LayerNorm(config.projection_dim, eps=config.layer_norm_eps)
+        self.classifier = nn.Sequential(
+            nn.Linear(config.projection_dim, config.classifier_hidden_size),
+            nn.GELU(),
+            nn.Linear(config.classifier_hidden_size, 1),
+        )
+
+    def forward(self, targets: torch.Tensor, memory: torch.Tensor, output_attentions: bool = False):
+        """targets (num_queries, projection_dim), memory (batch_size, num_tokens, projection_dim) →
+        logits (batch_size, num_queries) and a tuple of per-layer cross-attention weights (or None)."""
+        cross_attentions = []
+        for layer in self.layers:
+            targets, weights = layer(targets, memory, output_attentions)
+            cross_attentions.append(weights)
+        targets = targets.expand(memory.shape[0], -1, -1)  # a CFN with no layers still scores every ECG
+        logits = self.classifier(self.layer_norm(targets)).squeeze(-1)
+        return logits, tuple(cross_attentions) if output_attentions else None
+
+
+class SupremePreTrainedModel(PreTrainedModel):
+    config_class = SupremeConfig
+    config: SupremeConfig
+    base_model_prefix = "supreme"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["SupremeEncoderLayer", "CardiacFusionLayer"]
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, SupremeECGEmbeddings):
+            init.normal_(module.lead_embeddings, mean=0.0, std=std)
+            init.normal_(module.position_embeddings, mean=0.0, std=std)
+
+
+class SupremeECGModel(SupremePreTrainedModel):
+    """The 1D ViT ECG encoder alone (what linear probing trains on)."""
+
+    def __init__(self, config: SupremeConfig):
+        super().__init__(config)
+        self.embeddings = SupremeECGEmbeddings(config)
+        self.encoder = SupremeEncoder(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(self, input_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> SupremeECGModelOutput:
+        """input_values (batch_size, num_leads, num_samples), preprocessed by `SupremeFeatureExtractor`."""
+        expected = (self.config.num_leads, self.config.num_samples)
+        if input_values.ndim != 3 or tuple(input_values.shape[1:]) != expected:
+            raise ValueError(
+                f"input_values must be (batch_size, {expected[0]}, {expected[1]}), got {tuple(input_values.shape)}"
+            )
+        hidden_states = self.layer_norm(self.encoder(self.embeddings(input_values)))
+        return SupremeECGModelOutput(last_hidden_state=hidden_states, pooler_output=hidden_states.mean(dim=1))
+
+
+class SupremeModel(SupremePreTrainedModel):
+    """ECG encoder + projections + frozen text encoder + Cardiac Fusion Network: one logit per (ECG, query)."""
+
+    def __init__(self, config: SupremeConfig):
+        super().__init__(config)
+        eps = config.layer_norm_eps
+        self.ecg_model = SupremeECGModel(config)
+        self.ecg_projection = SupremeProjection(
+            config.hidden_size, config.projection_hidden_size, config.projection_dim, "relu", eps
+        )
+        # Built from the config, not loaded: a saved SuPreME checkpoint carries the text weights itself.
+        self.text_model = AutoModel.from_config(config.text_config)
+        self.text_model.requires_grad_(False)
+        self.text_projection = SupremeProjection(
+            config.text_config.hidden_size, config.projection_hidden_size, config.projection_dim, "gelu", eps
+        )
+        self.fusion = CardiacFusionNetwork(config)
+        self.post_init()
+
+    @classmethod
+    def from_text_encoder(cls, text_encoder: str, config: SupremeConfig | None = None, **kwargs) -> SupremeModel:
+        """A fresh SuPreME whose text tower carries the pretrained weights of `text_encoder`.
+
+        Args:
+            text_encoder: path or Hub id of a BERT-family encoder (`ncbi/MedCPT-Query-Encoder` in the paper).
+            config: the rest of the model; its `text_config` is replaced by the encoder's.
+            kwargs: passed to `AutoModel.from_pretrained` for the encoder (e.g. `revision`).
+        """
+        encoder = AutoModel.from_pretrained(text_encoder, **kwargs)
+        config = SupremeConfig(**config.to_dict()) if config is not None else SupremeConfig()
+        config.text_config = encoder.config
+        model = cls(config)
+        model.text_model.load_state_dict(encoder.state_dict())
+        return model
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.text_model.eval()  # frozen: its dropout stays off while the rest trains
+        return self
+
+    @torch.no_grad()
+    def get_query_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[CLS] embeddings (num_queries, text_hidden_size) of tokenised queries; cache them and pass `query_embeds`."""
+        output = self.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        return output.last_hidden_state[:, 0]
+
+    @torch.no_grad()
+    def encode_queries(self, queries: list[str], tokenizer, batch_size: int = 64, max_length: int = 64) -> torch.Tensor:
+        """Free-text queries → [CLS] embeddings (num_queries, text_hidden_size), in batches, on the model's device."""
+        if len(queries) == 0:
+            raise ValueError("the query list is empty")
+        embeddings = []
+        for start in range(0, len(queries), batch_size):
+            tokens = tokenizer(
+                list(queries[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            embeddings.append(self.get_query_embeddings(tokens["input_ids"], tokens["attention_mask"]))
+        return torch.cat(embeddings)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        query_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SupremeOutput:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, num_leads, num_samples)`): preprocessed ECGs.
+            input_ids, attention_mask (`torch.LongTensor` of shape `(num_queries, sequence_length)`): tokenised queries.
+            query_embeds (`torch.FloatTensor` of shape `(num_queries, text_hidden_size)`): cached
+                `get_query_embeddings` output, instead of `input_ids`.
+            labels (`torch.FloatTensor` of shape `(batch_size, num_queries)`): multi-hot targets for the BCE loss.
+            output_attentions (`bool`): also return the CFN cross-attention weights.
+        """
+        if query_embeds is None:
+            if input_ids is None:
+                raise ValueError("give the queries as input_ids (tokenised) or as query_embeds (cached)")
+            query_embeds = self.get_query_embeddings(input_ids, attention_mask)
+        width = self.config.text_config.hidden_size
+        if query_embeds.ndim != 2 or query_embeds.shape[-1] != width:
+            raise ValueError(
+                f"query_embeds must be (num_queries, {width}) from this model's text encoder, "
+                f"got {tuple(query_embeds.shape)}"
+            )
+        if query_embeds.shape[0] == 0:
+            raise ValueError("the query list is empty")
+
+        tokens = self.ecg_model(input_values).last_hidden_state
+        memory = self.ecg_projection(tokens)
+        targets = self.text_projection(query_embeds.to(memory.dtype))
+        logits, cross_attentions = self.fusion(targets, memory, output_attentions)
+
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape:
+                raise ValueError(f"labels must be (batch_size, num_queries) = {tuple(logits.shape)}, got {tuple(labels.shape)}")
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32))
+        return SupremeOutput(
+            loss=loss, logits=logits, ecg_embeds=memory, query_embeds=targets, cross_attentions=cross_attentions
+        )
+
+
+SupremeModel.register_for_auto_class("AutoModel")
+
+__all__ = ["SupremeECGModel", "SupremeModel", "SupremePreTrainedModel"]
