@@ -207,7 +207,9 @@ class SupremeCrossAttention(nn.Module):
         head_dim = width // self.num_heads
         query = self.q_proj(targets)  # projected once when the targets are shared by the batch
         query = query.unflatten(-1, (self.num_heads, head_dim)).transpose(-3, -2).expand(batch_size, -1, -1, -1)
-        key, value = self.kv_proj(memory).view(batch_size, num_tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        key, value = (
+            self.kv_proj(memory).view(batch_size, num_tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        )
         dropout = self.dropout if self.training else 0.0
         context, weights = attention(query, key, value, dropout, output_attentions)
         return self.out_proj(context.transpose(1, 2).flatten(2)), weights
@@ -411,7 +413,9 @@ class SupremeModel(SupremePreTrainedModel):
         loss = None
         if labels is not None:
             if labels.shape != logits.shape:
-                raise ValueError(f"labels must be (batch_size, num_queries) = {tuple(logits.shape)}, got {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must be (batch_size, num_queries) = {tuple(logits.shape)}, got {tuple(labels.shape)}"
+                )
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32))
         return SupremeOutput(
             loss=loss, logits=logits, ecg_embeds=memory, query_embeds=targets, cross_attentions=cross_attentions

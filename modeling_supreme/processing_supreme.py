@@ -38,7 +38,7 @@ def canonical_lead_index(lead_names, allow_missing: bool = False) -> list[int | 
     for position, name in enumerate(lead_names):
         positions.setdefault(str(name).strip().lower(), position)
     index = [positions.get(lead.lower()) for lead in CANONICAL_LEADS]
-    missing = [lead for lead, position in zip(CANONICAL_LEADS, index) if position is None]
+    missing = [lead for lead, position in zip(CANONICAL_LEADS, index, strict=True) if position is None]
     if missing and not allow_missing:
         raise ValueError(
             f"ECG lacks the standard lead(s) {', '.join(missing)}; it has {', '.join(map(str, lead_names))}. "
@@ -210,7 +210,9 @@ class SupremeFeatureExtractor(FeatureExtractionMixin):
             lead_names: lead names of array inputs, in their order; defaults to the canonical order.
         """
         allow_missing = self.allow_missing_leads if allow_missing_leads is None else allow_missing_leads
-        signals = [self._preprocess_one(*item, allow_missing) for item in self._as_items(ecg, sampling_rate, lead_names)]
+        signals = [
+            self._preprocess_one(*item, allow_missing) for item in self._as_items(ecg, sampling_rate, lead_names)
+        ]
         values = torch.from_numpy(np.stack(signals).astype(np.float32))
         values = normalize_ecg(values, self.normalization)
         return BatchFeature(data={"input_values": values.numpy()}, tensor_type=return_tensors)
