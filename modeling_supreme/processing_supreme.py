@@ -124,6 +124,8 @@ def read_ecg_file(path: str | os.PathLike) -> tuple[np.ndarray, float, list[str]
     `.mat` (a MATLAB struct `ECG` with `data` in mV at 500 Hz in the standard lead order).
     """
     path = Path(path)
+    if path.is_file() and path.suffix not in {".hea", ".dat", ".mat"}:
+        raise ValueError(f"{path}: not an ECG record (expected a WFDB .hea/.dat/.mat record or a CPSC-2018 .mat)")
     record = path.with_suffix("") if path.suffix in {".hea", ".dat", ".mat"} else path
     if record.with_suffix(".hea").is_file():
         import wfdb

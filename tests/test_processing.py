@@ -166,3 +166,14 @@ def test_processor_joins_queries_and_ecgs(extractor, tokenizer, ptbxl):
         processor()
     with pytest.raises(ValueError, match="empty"):
         processor(text=[])
+
+
+def test_a_file_that_is_not_an_ecg_is_named_in_the_error(extractor, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an ECG")
+    with pytest.raises(ValueError, match="notes.txt: not an ECG record"):
+        extractor(str(notes))
+    garbage = tmp_path / "garbage.hea"
+    garbage.write_text("this is not a header\n")
+    with pytest.raises(ValueError, match="garbage.hea: not a readable WFDB record"):
+        extractor(str(garbage))

@@ -1,0 +1,82 @@
+"""`pipeline("zero-shot-ecg-classification", model=..., trust_remote_code=True)`: free-text queries scored on ECGs."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModel, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+TASK = "zero-shot-ecg-classification"
+
+
+class ZeroShotECGClassificationPipeline(Pipeline):
+    """Scores one ECG (or a list of them) against `candidate_labels`, free-text cardiac queries.
+
+    Each query gets an independent probability (sigmoid of its logit): SuPreME is multi-label, so the scores of one ECG
+    do not sum to 1 and adding a query never changes another's score. Query embeddings are computed once per list of
+    labels and reused for every ECG.
+
+    Example:
+
+    ```python
+    >>> classifier = pipeline("zero-shot-ecg-classification", model="path/to/supreme", trust_remote_code=True)
+    >>> classifier("records500/00000/00001_hr", candidate_labels=["atrial fibrillation", "sinus rhythm"])
+    [{'label': 'sinus rhythm', 'score': 0.93}, {'label': 'atrial fibrillation', 'score': 0.02}]
+    ```
+
+    Inputs are anything [`SupremeFeatureExtractor`] accepts: a path to a WFDB record or CPSC `.mat`, a `wfdb.Record`,
+    or a `(leads, samples)` array in mV with `sampling_rate=` and `lead_names=`.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._cached_labels: tuple[str, ...] | None = None
+        self._cached_embeddings: torch.Tensor | None = None
+
+    def __call__(self, ecg, candidate_labels: str | list[str] | None = None, **kwargs):
+        """Returns, per ECG, a list of `{"label", "score"}` sorted by decreasing score."""
+        return super().__call__(ecg, candidate_labels=candidate_labels, **kwargs)
+
+    def _sanitize_parameters(self, candidate_labels=None, sampling_rate=None, lead_names=None, **kwargs):
+        preprocess_params = {}
+        if candidate_labels is not None:
+            preprocess_params["candidate_labels"] = candidate_labels
+        if sampling_rate is not None:
+            preprocess_params["sampling_rate"] = sampling_rate
+        if lead_names is not None:
+            preprocess_params["lead_names"] = lead_names
+        return preprocess_params, {}, {}
+
+    def preprocess(self, ecg, candidate_labels=None, sampling_rate=None, lead_names=None):
+        labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels or [])
+        if not labels:
+            raise ValueError("give at least one query in candidate_labels")
+        inputs = self.processor(ecg=ecg, sampling_rate=sampling_rate, lead_names=lead_names, return_tensors="pt")
+        return {"input_values": inputs["input_values"], "candidate_labels": labels}
+
+    def _query_embeddings(self, labels: tuple[str, ...]) -> torch.Tensor:
+        if labels != self._cached_labels:
+            self._cached_embeddings = self.model.encode_queries(
+                list(labels), self.processor.tokenizer, max_length=self.processor.query_max_length
+            )
+            self._cached_labels = labels
+        return self._cached_embeddings
+
+    def _forward(self, model_inputs):
+        labels = model_inputs["candidate_labels"]
+        query_embeds = self._query_embeddings(tuple(labels))
+        logits = self.model(input_values=model_inputs["input_values"], query_embeds=query_embeds).logits
+        return {"logits": logits, "candidate_labels": labels}
+
+    def postprocess(self, model_outputs):
+        scores = torch.sigmoid(model_outputs["logits"][0].float()).tolist()
+        ranked = sorted(zip(model_outputs["candidate_labels"], scores, strict=True), key=lambda pair: -pair[1])
+        return [{"label": label, "score": score} for label, score in ranked]
+
+
+PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ZeroShotECGClassificationPipeline, pt_model=AutoModel)

@@ -1,0 +1,90 @@
+"""The zero-shot pipeline, saved with a checkpoint and loaded by `pipeline(...)` in a fresh offline process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FIXTURES, tiny_config
+
+from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
+from modeling_supreme.pipeline_supreme import TASK, ZeroShotECGClassificationPipeline
+from training.checkpoint import save_checkpoint
+
+RECORD = FIXTURES / "ptbxl" / "records500" / "00000" / "00002_hr"
+QUERIES = ["atrial fibrillation", "sinus bradycardia", "left ventricular hypertrophy"]
+
+FRESH_PROCESS = r"""
+import json, sys
+for name in ("modeling_supreme", "builders", "training"):
+    sys.modules[name] = None
+from transformers import pipeline
+classifier = pipeline("zero-shot-ecg-classification", model=sys.argv[1], trust_remote_code=True, device="cpu")
+print(json.dumps({"module": type(classifier).__module__,
+                  "result": classifier(sys.argv[2], candidate_labels=json.loads(sys.argv[3]))}))
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    model = SupremeModel(tiny_config()).eval()
+    processor = SupremeProcessor(SupremeFeatureExtractor(), tokenizer)
+    folder = save_checkpoint(model, processor, tmp_path_factory.mktemp("ckpt") / "supreme")
+    return model, processor, folder
+
+
+def expected_scores(model, processor, queries):
+    inputs = processor(text=queries, ecg=str(RECORD), return_tensors="pt")
+    with torch.no_grad():
+        return dict(zip(queries, torch.sigmoid(model(**inputs).logits[0]).tolist(), strict=True))
+
+
+def test_checkpoint_folder_declares_the_pipeline_and_carries_its_code(checkpoint):
+    _, _, folder = checkpoint
+    config = json.loads((folder / "config.json").read_text())
+    assert config["custom_pipelines"][TASK]["impl"] == "pipeline_supreme.ZeroShotECGClassificationPipeline"
+    for name in ("pipeline_supreme.py", "modeling_supreme.py", "processing_supreme.py", "preprocessor_config.json"):
+        assert (folder / name).is_file(), name
+
+
+def test_pipeline_in_process_scores_sorted_and_equal_to_the_model(checkpoint):
+    model, processor, _ = checkpoint
+    classifier = ZeroShotECGClassificationPipeline(model=model, processor=processor, device="cpu")
+    result = classifier(str(RECORD), candidate_labels=QUERIES)
+    scores = [item["score"] for item in result]
+    assert scores == sorted(scores, reverse=True)
+    expected = expected_scores(model, processor, QUERIES)
+    for item in result:
+        assert item["score"] == pytest.approx(expected[item["label"]], abs=1e-6)
+    single = classifier(str(RECORD), candidate_labels="sinus bradycardia")
+    assert single[0]["score"] == pytest.approx(expected["sinus bradycardia"], abs=1e-6)
+    batch = classifier([str(RECORD), str(RECORD)], candidate_labels=QUERIES)
+    assert len(batch) == 2 and batch[0] == batch[1]
+    with pytest.raises(ValueError, match="candidate_labels"):
+        classifier(str(RECORD), candidate_labels=[])
+
+
+def test_pipeline_loads_from_the_folder_in_a_fresh_offline_process(checkpoint, tmp_path):
+    model, processor, folder = checkpoint
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(RECORD), json.dumps(QUERIES)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["module"].startswith("transformers_modules.")
+    expected = expected_scores(model, processor, QUERIES)
+    assert {item["label"] for item in output["result"]} == set(QUERIES)
+    for item in output["result"]:
+        assert item["score"] == pytest.approx(expected[item["label"]], abs=1e-6)
