@@ -1,0 +1,107 @@
+"""The `supreme` command and the attention plots, on real PTB-XL records and a saved tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES, tiny_config
+from matplotlib.image import imread
+
+from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
+from training.attention_plots import DPI, PANEL_SIZE, plot_cross_attention
+from training.checkpoint import save_checkpoint
+from training.cli import main
+
+RECORDS = [str(FIXTURES / "ptbxl" / "records500" / "00000" / f"0000{i}_hr") for i in (1, 2)]
+SUPREME = Path(sys.executable).with_name("supreme")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    model = SupremeModel(tiny_config()).eval()
+    processor = SupremeProcessor(SupremeFeatureExtractor(), tokenizer)
+    return model, processor, save_checkpoint(model, processor, tmp_path_factory.mktemp("cli") / "supreme")
+
+
+def run_cli(capsys, *argv):
+    """main(argv) in this process: (exit status, stdout, stderr)."""
+    try:
+        main(list(argv))
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_console_script_help():
+    for argv in (["--help"], ["classify", "--help"], ["explain", "--help"], ["build", "ptbxl", "--help"]):
+        result = subprocess.run([str(SUPREME), *argv], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (argv, result.stderr[-2000:])
+        assert "usage:" in result.stdout
+
+
+def test_classify_real_records_prints_each_querys_probability(checkpoint, capsys):
+    model, processor, folder = checkpoint
+    queries = ["atrial fibrillation", "sinus bradycardia"]
+    status, out, err = run_cli(
+        capsys, "classify", *RECORDS, "--model", str(folder), "--query", queries[0], "--query", queries[1], "--json"
+    )
+    assert status == 0, err
+    results = json.loads(out)
+    assert [r["record"] for r in results] == RECORDS
+    inputs = processor(text=queries, ecg=RECORDS, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.sigmoid(model(**inputs).logits)
+    for row, result in zip(expected, results, strict=True):
+        assert list(result["scores"]) == queries
+        np.testing.assert_allclose(list(result["scores"].values()), row.numpy(), atol=1e-6)
+
+    status, out, _ = run_cli(capsys, "classify", RECORDS[0], "--model", str(folder), "--query", queries[0])
+    assert status == 0 and out.splitlines()[0] == RECORDS[0]
+    assert out.splitlines()[1].split()[-1] == f"{expected[0, 0].item():.4f}"
+
+
+@pytest.mark.parametrize(
+    ("make_argv", "message"),
+    [
+        (lambda folder, tmp: ["classify", str(tmp / "missing_hr"), "--model", folder, "--query", "x"], "no such file"),
+        (lambda folder, tmp: ["classify", str(tmp / "notes.txt"), "--model", folder, "--query", "x"], "not an ECG"),
+        (lambda folder, tmp: ["classify", RECORDS[0], "--model", folder], "at least one query"),
+        (lambda folder, tmp: ["classify", RECORDS[0], "--model", str(tmp), "--query", "x"], "cannot load"),
+        (lambda folder, tmp: ["build", "nonsense"], "usage: supreme build"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_clear_line(checkpoint, capsys, tmp_path, make_argv, message):
+    (tmp_path / "notes.txt").write_text("not an ECG")
+    status, out, err = run_cli(capsys, *make_argv(str(checkpoint[2]), tmp_path))
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("supreme: error:") and message in lines[0], err
+
+
+def test_attention_plot_has_one_panel_per_query_and_depends_on_the_query(checkpoint, tmp_path):
+    model, processor, _ = checkpoint
+    both = plot_cross_attention(model, processor, RECORDS[0], ["atrial fibrillation", "normal ecg"], tmp_path / "b.png")
+    image = imread(both)
+    assert image.shape[:2] == (int(PANEL_SIZE[1] * DPI * 2), int(PANEL_SIZE[0] * DPI))
+    first = imread(plot_cross_attention(model, processor, RECORDS[0], "atrial fibrillation", tmp_path / "1.png"))
+    second = imread(plot_cross_attention(model, processor, RECORDS[0], "left bundle branch block", tmp_path / "2.png"))
+    assert first.shape == second.shape == (int(PANEL_SIZE[1] * DPI), int(PANEL_SIZE[0] * DPI), 4)
+    assert np.abs(first - second).sum() > 0
+
+
+def test_explain_command_writes_the_png(checkpoint, capsys, tmp_path):
+    output = tmp_path / "explain.png"
+    status, out, err = run_cli(
+        capsys, "explain", RECORDS[1], "--model", str(checkpoint[2]), "--query", "sinus rhythm", "--output", str(output)
+    )
+    assert status == 0, err
+    assert out.strip() == str(output) and imread(output).shape[:2] == (400, 1200)

@@ -1,0 +1,173 @@
+"""The `supreme` command: classify and explain ECGs, and reach the builders and training scripts from one place.
+
+supreme classify RECORD... --model DIR_OR_REPO --query "atrial fibrillation" [--query ...]
+supreme explain RECORD --model DIR_OR_REPO --query "..." [--query ...] --output attention.png
+supreme build {mimic-iv-ecg,ptbxl,cpsc2018,csn} ARGS...   (python -m builders.<source> ARGS...)
+supreme train ARGS...                                     (accelerate launch training/pretrain.py ARGS...)
+supreme evaluate ARGS...                                  (python training/evaluate_zeroshot.py ARGS...)
+supreme probe ARGS...                                     (python training/linear_probe.py ARGS...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+BUILDERS = {
+    "mimic-iv-ecg": "builders.mimic_iv_ecg",
+    "ptbxl": "builders.ptbxl",
+    "cpsc2018": "builders.cpsc2018",
+    "csn": "builders.csn",
+}
+SCRIPTS = {"evaluate": "training.evaluate_zeroshot", "probe": "training.linear_probe"}
+PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
+
+
+class CommandError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def load_model(name: str, device: str):
+    from transformers import AutoModel, AutoProcessor
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # stderr is for errors: one line each
+    try:
+        model = AutoModel.from_pretrained(name, trust_remote_code=True).to(device).eval()
+        processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot load a SuPreME model from {name!r}: {str(error).splitlines()[0]}") from None
+    return model, processor
+
+
+def read_queries(args) -> list[str]:
+    queries = list(args.query or [])
+    if args.queries_file:
+        path = Path(args.queries_file)
+        if not path.is_file():
+            raise CommandError(f"{path}: no such queries file")
+        queries += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not queries:
+        raise CommandError("give at least one query with --query TEXT (or --queries-file FILE)")
+    return queries
+
+
+def check_records(records: list[str]) -> None:
+    for record in records:
+        path = Path(record)
+        candidates = [path, path.with_suffix(".hea"), Path(f"{record}.hea")]
+        if not any(candidate.is_file() for candidate in candidates):
+            raise CommandError(f"{record}: no such file or WFDB record")
+
+
+def classify(args) -> None:
+    import torch
+
+    queries = read_queries(args)
+    check_records(args.records)
+    model, processor = load_model(args.model, args.device)
+    with torch.no_grad():
+        query_embeds = model.encode_queries(queries, processor.tokenizer, max_length=processor.query_max_length)
+        results = []
+        for record in args.records:
+            try:
+                input_values = processor(ecg=record, return_tensors="pt")["input_values"].to(model.device)
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            probabilities = torch.sigmoid(model(input_values=input_values, query_embeds=query_embeds).logits[0])
+            results.append({"record": record, "scores": dict(zip(queries, probabilities.tolist(), strict=True))})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    width = max(len(query) for query in queries)
+    for result in results:
+        print(result["record"])
+        for query, probability in result["scores"].items():
+            print(f"  {query:<{width}}  {probability:.4f}")
+
+
+def explain(args) -> None:
+    from training.attention_plots import plot_cross_attention
+
+    queries = read_queries(args)
+    check_records([args.record])
+    model, processor = load_model(args.model, args.device)
+    try:
+        path = plot_cross_attention(model, processor, args.record, queries, args.output, layer=args.layer)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    print(path)
+
+
+def forward_module(module: str, argv: list[str], program: str) -> None:
+    """Run `module` as `python -m module argv...`, in this process."""
+    sys.argv = [program, *argv]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supreme", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def scoring_options(command):
+        command.add_argument("--model", required=True, help="a saved SuPreME folder or Hub repo id")
+        command.add_argument("--query", action="append", help="a free-text cardiac query; repeat for several")
+        command.add_argument("--queries-file", help="a text file with one query per line")
+        command.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+    classify_parser = commands.add_parser("classify", help="probability of each query for each ECG record")
+    classify_parser.add_argument(
+        "records", nargs="+", metavar="RECORD", help="WFDB record (.hea/.dat/.mat) or CPSC .mat"
+    )
+    scoring_options(classify_parser)
+    classify_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    classify_parser.set_defaults(handler=classify)
+
+    explain_parser = commands.add_parser("explain", help="plot the CFN cross-attention of each query over one ECG")
+    explain_parser.add_argument("record", metavar="RECORD")
+    scoring_options(explain_parser)
+    explain_parser.add_argument("--output", default="attention.png", help="PNG path (default: attention.png)")
+    explain_parser.add_argument("--layer", type=int, default=-1, help="CFN layer to draw (default: the last)")
+    explain_parser.set_defaults(handler=explain)
+
+    # Listed for --help only: main() hands these commands their arguments untouched.
+    commands.add_parser("build", help=f"build a Hub dataset: supreme build {{{','.join(BUILDERS)}}} ARGS...")
+    commands.add_parser("train", help="pre-train: accelerate launch training/pretrain.py ARGS...")
+    for name, module in SCRIPTS.items():
+        commands.add_parser(name, help=f"python -m {module} ARGS...")
+    return parser
+
+
+def forward(command: str, argv: list[str]) -> None:
+    """`build`, `train`, `evaluate` and `probe` hand their arguments to the script behind them, --help included."""
+    if command == "train":
+        sys.exit(subprocess.call([sys.executable, "-m", "accelerate.commands.launch", str(PRETRAIN), *argv]))
+    if command == "build":
+        if not argv or argv[0] not in BUILDERS:
+            raise CommandError(f"usage: supreme build {{{','.join(BUILDERS)}}} ARGS... (then --help for the builder's)")
+        forward_module(BUILDERS[argv[0]], argv[1:], f"supreme build {argv[0]}")
+        return
+    forward_module(SCRIPTS[command], argv, f"supreme {command}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in {"build", "train", *SCRIPTS}:
+            forward(argv[0], argv[1:])
+            return
+        args = build_parser().parse_args(argv)
+        args.handler(args)
+    except CommandError as error:
+        print(f"supreme: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
