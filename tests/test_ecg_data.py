@@ -117,6 +117,8 @@ def test_streaming_matches_and_splits(folder, reference):
                                         drop_last=False) for i in b["id"]] for r in (0, 1)]
     assert not set(ranks[0]) & set(ranks[1]) and sorted(ranks[0] + ranks[1]) == sorted(reference["id"])
     assert ranks[0] != sorted(ranks[0], key=reference["id"].index)  # shuffled, not in file order
+    threaded = [i for b in ecg_dataloader(stream, 4, shuffle=False, num_workers=2) for i in b["id"]]
+    assert sorted(threaded) == sorted(reference["id"])  # two threads, one split each, every row once
     resumed = [i for b in ecg_dataloader(stream, 4, shuffle=True, seed=2, num_processes=2, process_index=1,
                                          drop_last=False, start_batch=2) for i in b["id"]]
     assert resumed == ranks[1][8:]
