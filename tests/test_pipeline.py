@@ -88,3 +88,17 @@ def test_pipeline_loads_from_the_folder_in_a_fresh_offline_process(checkpoint, t
     assert {item["label"] for item in output["result"]} == set(QUERIES)
     for item in output["result"]:
         assert item["score"] == pytest.approx(expected[item["label"]], abs=1e-6)
+
+
+def test_checkpoint_carries_the_model_card_with_valid_hub_metadata(checkpoint):
+    from huggingface_hub import ModelCard
+
+    from training.checkpoint import MODEL_CARD
+
+    _, _, folder = checkpoint
+    assert (folder / "README.md").read_text() == MODEL_CARD.read_text()
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "mit" and "ecg" in card.data.tags
+    results = card.data.eval_results
+    assert results and results[0].metric_type == "roc_auc" and results[0].metric_value == 77.20
+    assert "Not a medical device" in card.text
