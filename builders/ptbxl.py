@@ -65,7 +65,9 @@ def build(input_dir: Path, output_dir: Path, configs=tuple(CONFIGS), overwrite: 
     features = {}
     for config in configs:
         tables = load_split_tables(CONFIGS[config])
-        metadata = {int(r["ecg_id"]): r for t in tables.values() for r in t.metadata.to_dict("records")}
+        metadata = {int(i): {"filename_hr": f, "patient_id": p, "strat_fold": s} for t in tables.values()
+                    for i, f, p, s in zip(t.metadata["ecg_id"], t.metadata["filename_hr"], t.metadata["patient_id"],
+                                          t.metadata["strat_fold"], strict=True)}
         features[config] = ecg_features(tables["test"].class_names, EXTRA_FEATURES)
 
         def load(record_id: str, metadata=metadata) -> dict:
