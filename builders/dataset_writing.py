@@ -85,6 +85,27 @@ def write_split(rows: Iterable[Mapping], features: datasets.Features, out_dir: s
     return final
 
 
+def write_shard(rows: Iterable[Mapping], features: datasets.Features, path: str | os.PathLike, *,
+                rows_per_group: int = ROWS_PER_GROUP) -> int:
+    """Write all `rows` into the single Parquet file `path`, atomically (a hidden temporary file renamed at the end),
+    for builders that plan their own shards. Returns the number of rows; writes no file for zero rows."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    schema, writer, count = features.arrow_schema, None, 0
+    try:
+        for table in _tables(rows, features, schema, rows_per_group):
+            if writer is None:
+                writer = _parquet_writer(tmp, features, schema)
+            writer.write_table(table, row_group_size=rows_per_group)
+            count += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if count:
+        tmp.replace(path)
+    return count
+
+
 def _parquet_writer(path: Path, features: datasets.Features, schema: pa.Schema) -> pq.ParquetWriter:
     """Array2D columns: delta-encoded, uncompressed (ECG samples change slowly: 50 kB a record instead of 240 kB, and
     faster to write than zstd on plain ints, which is only 8 % smaller); the other columns zstd with dictionaries."""

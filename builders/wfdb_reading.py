@@ -30,7 +30,15 @@ _INT16 = np.iinfo(np.int16)
 
 
 class RecordError(ValueError):
-    """A WFDB record that cannot be read; the message names the file and the problem."""
+    """A WFDB record that cannot be read; the message names the file and the problem.
+
+    `reason` is a short machine-readable kind, for builders that count dropped records: "missing_header",
+    "bad_header", "missing_signal", "truncated_signal", "missing_leads", "bad_samples" or "unsupported".
+    """
+
+    def __init__(self, message: str, reason: str = "bad_record"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -82,7 +90,7 @@ def read_wfdb(path: str | os.PathLike, allow_missing_leads: bool = False) -> Ecg
     try:
         index = canonical_lead_index(header.sig_name, allow_missing=allow_missing_leads)
     except ValueError as error:
-        raise RecordError(f"{header_path}: {error}") from error
+        raise RecordError(f"{header_path}: {error}", "missing_leads") from error
 
     if _is_plain_format16(header):
         digital = _read_format16(record.parent / header.file_name[0], header)
@@ -95,7 +103,8 @@ def _read_header(header_path: Path) -> _Header:
     try:
         text = header_path.read_text(encoding="latin-1")
     except OSError as error:
-        raise RecordError(f"{header_path}: cannot read the header ({error.strerror or error})") from error
+        raise RecordError(f"{header_path}: cannot read the header ({error.strerror or error})",
+                          "missing_header" if isinstance(error, FileNotFoundError) else "bad_header") from error
     lines, comments = [], []
     for raw in text.splitlines():
         line = raw.strip()
@@ -104,10 +113,10 @@ def _read_header(header_path: Path) -> _Header:
         elif line:
             lines.append(line.split("#", 1)[0])  # a comment may also end a line
     if not lines:
-        raise RecordError(f"{header_path}: empty header")
+        raise RecordError(f"{header_path}: empty header", "bad_header")
     match = rx_record.match(lines[0])
     if match is None:
-        raise RecordError(f"{header_path}: invalid record line {lines[0]!r}")
+        raise RecordError(f"{header_path}: invalid record line {lines[0]!r}", "bad_header")
     fields = match.groupdict()
     n_sig = int(fields["n_sig"])
     header = _Header(
@@ -119,13 +128,14 @@ def _read_header(header_path: Path) -> _Header:
         comments=comments,
     )
     if header.n_seg is not None:
-        raise RecordError(f"{header_path}: multi-segment records are not supported")
+        raise RecordError(f"{header_path}: multi-segment records are not supported", "unsupported")
     if len(lines) - 1 < n_sig:
-        raise RecordError(f"{header_path}: header declares {n_sig} signals but has {len(lines) - 1} signal lines")
+        raise RecordError(f"{header_path}: header declares {n_sig} signals but has {len(lines) - 1} signal lines",
+                          "bad_header")
     for line in lines[1 : n_sig + 1]:
         match = rx_signal.match(line)
         if match is None:
-            raise RecordError(f"{header_path}: invalid signal line {line!r}")
+            raise RecordError(f"{header_path}: invalid signal line {line!r}", "bad_header")
         s = match.groupdict()
         gain = float(s["adc_gain"]) if s["adc_gain"] else 200.0
         header.file_name.append(s["file_name"])
@@ -158,11 +168,12 @@ def _read_format16(dat_path: Path, header: _Header) -> np.ndarray:
     try:
         samples = np.fromfile(dat_path, dtype="<i2", count=count, offset=header.byte_offset[0])
     except (OSError, ValueError) as error:
-        raise RecordError(f"{dat_path}: cannot read the signal file ({error})") from error
+        raise RecordError(f"{dat_path}: cannot read the signal file ({error})",
+                          "missing_signal" if isinstance(error, FileNotFoundError) else "bad_samples") from error
     if samples.size < count:
         raise RecordError(
             f"{dat_path}: truncated signal file: {samples.size} samples, the header declares "
-            f"{header.sig_len} x {n_sig} = {count}"
+            f"{header.sig_len} x {n_sig} = {count}", "truncated_signal"
         )
     return samples.reshape(header.sig_len, n_sig).T  # a view; the canonical reorder makes the one copy
 
@@ -173,9 +184,10 @@ def _read_with_wfdb(record: Path, header_path: Path) -> np.ndarray:
     try:
         loaded = wfdb.rdrecord(str(record), physical=False, return_res=32)
     except Exception as error:  # wfdb raises many types for malformed files
-        raise RecordError(f"{header_path}: wfdb cannot read this record ({type(error).__name__}: {error})") from error
+        reason = "missing_signal" if isinstance(error, FileNotFoundError) else "bad_samples"
+        raise RecordError(f"{header_path}: wfdb cannot read this record ({type(error).__name__}: {error})", reason) from error
     if loaded.d_signal is None:
-        raise RecordError(f"{header_path}: wfdb read no uniform digital signal (several samples per frame?)")
+        raise RecordError(f"{header_path}: wfdb read no uniform digital signal (several samples per frame?)", "unsupported")
     return loaded.d_signal.T
 
 
@@ -195,7 +207,7 @@ def _canonical_record(header: _Header, digital: np.ndarray, index: list[int | No
             values[missing] = np.nan
             values = np.rint(fill_non_finite(values))
         if values.size and (values.min() < _INT16.min or values.max() > _INT16.max):
-            raise RecordError(f"{header_path}: samples exceed the int16 range after removing the baseline")
+            raise RecordError(f"{header_path}: samples exceed the int16 range after removing the baseline", "bad_samples")
         rows = values.astype(np.int16)
     gains = np.asarray([header.adc_gain[i] for i in present], dtype=np.float32)
     if len(present) < len(index):  # allowed missing leads: zeros, with a typical gain

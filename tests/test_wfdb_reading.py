@@ -96,14 +96,16 @@ def copied(tmp_path):
 def test_truncated_dat_names_the_file(copied):
     dat = copied.with_suffix(".dat")
     dat.write_bytes(dat.read_bytes()[:50_000])
-    with pytest.raises(RecordError, match=r"00001_hr\.dat.*truncated"):
+    with pytest.raises(RecordError, match=r"00001_hr\.dat.*truncated") as error:
         read_wfdb(copied)
+    assert error.value.reason == "truncated_signal"
 
 
 def test_missing_header_names_the_file(copied):
     copied.unlink()
-    with pytest.raises(RecordError, match=r"00001_hr\.hea"):
+    with pytest.raises(RecordError, match=r"00001_hr\.hea") as error:
         read_wfdb(copied)
+    assert error.value.reason == "missing_header"
 
 
 def test_missing_lead(copied):
