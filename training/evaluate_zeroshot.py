@@ -91,12 +91,14 @@ def evaluate_zeroshot(model, processor, datasets_by_name: Mapping[str, datasets.
                       metric: evaluate.EvaluationModule | None = None) -> dict:
     """Zero-shot AUROC of `model` on each dataset (name -> labelled split in the builders' schema).
 
-    `processor` supplies the tokenizer and the normalisation method. Returns
+    `model` is the bare `SupremeModel` (in a distributed run: `accelerator.unwrap_model(model)`); each call scores
+    the whole split in this process, so call it on the main process. `processor` supplies the tokenizer and the
+    normalisation method. The metric keeps its inputs in memory (no cache files shared between processes). Returns
     `{"sets": {name: {"macro_auroc", "auroc", "undefined_classes", "num_positives", "num_classes_scored",
     "num_examples", "prompt_set", "queries"}}, "mean_auroc": mean of the sets' macro AUROC}`.
     """
     prompts = load_prompts() if prompts is None else prompts
-    metric = evaluate.load(str(METRIC_DIR)) if metric is None else metric
+    metric = evaluate.load(str(METRIC_DIR), keep_in_memory=True) if metric is None else metric
     normalization = getattr(processor.feature_extractor, "normalization", "minmax")
     sets = {}
     for name, dataset in datasets_by_name.items():

@@ -104,7 +104,7 @@ def linear_probe(encoder, splits: dict[str, datasets.Dataset], fractions: Sequen
 
     Returns `{fraction: {"num_train", "best_epoch", "validation_macro_auroc", "test": <metric result>}}`.
     """
-    metric = evaluate.load(str(METRIC_DIR)) if metric is None else metric
+    metric = evaluate.load(str(METRIC_DIR), keep_in_memory=True) if metric is None else metric
     class_list = class_names(splits["train"])
     encoder.requires_grad_(False)
     encoded = {split: encode(encoder, splits[split], normalization) for split in SPLITS}
@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
     encoder = getattr(model, "ecg_model", model).to(args.device)
     normalization = AutoFeatureExtractor.from_pretrained(args.model, trust_remote_code=True).normalization
-    metric = evaluate.load(str(METRIC_DIR))
+    metric = evaluate.load(str(METRIC_DIR), keep_in_memory=True)
     results = {"model": args.model, "settings": {k: v for k, v in vars(args).items() if k not in ("model", "output")},
                "sets": {}}
     for spec in args.data:
