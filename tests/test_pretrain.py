@@ -1,0 +1,168 @@
+"""training/pretrain.py for real: two processes (gloo) under `accelerate launch`, real PTB-XL ECGs, the real
+all-MiniLM-L6-v2 as frozen text tower, a tiny ECG side (training/configs/cpu_tiny.yaml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from pretrain_fixture import write_ptbxl_dataset
+from safetensors.torch import load_file
+
+from training.pretrain import ConfigError, main
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+MAX_STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """30 train + 10 validation PTB-XL records (tests/data), 15 SCP-ECG classes."""
+    return write_ptbxl_dataset(tmp_path_factory.mktemp("ptbxl_pretrain"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("hf_cache")
+
+
+def launch(output_dir: Path, data: Path, cache: Path, minilm: Path, *extra: str, wait: bool = True):
+    """`accelerate launch --multi_gpu --num_processes 2 training/pretrain.py` with the tiny CPU config."""
+    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(REPO / "training" / "pretrain.py"), "--config", str(REPO / "training/configs/cpu_tiny.yaml"),
+               "--data", str(data), "--text_encoder", str(minilm), "--output_dir", str(output_dir),
+               "--cache_dir", str(cache), "--max_steps", str(MAX_STEPS), "--log_ids", "true", *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data, cache, minilm_path):
+    """One uninterrupted two-process run of MAX_STEPS steps."""
+    output_dir = tmp_path_factory.mktemp("run")
+    log = launch(output_dir, data, cache, minilm_path)
+    return output_dir, log
+
+
+def _epochs(output_dir: Path) -> list[dict]:
+    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "train_loss" in r]
+
+
+def test_two_processes_train_on_disjoint_data_and_the_loss_falls(run):
+    output_dir, log = run
+    assert "2 process(es) x 4 x 1 accumulation = 8 per step" in log
+    epochs = _epochs(output_dir)
+    assert epochs[-1]["step"] == MAX_STEPS and len(epochs) == MAX_STEPS // 3  # 30 ECGs // 8 = 3 steps an epoch
+    assert epochs[-1]["train_loss"] < 0.8 * epochs[0]["train_loss"]
+    assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]
+    assert "peak memory" in log and "ECG/s" in log
+
+    seen = [defaultdict(list) for _ in range(2)]
+    for rank in (0, 1):
+        for line in (output_dir / "ids" / f"rank{rank}.txt").read_text().splitlines():
+            epoch, record = line.split("\t")
+            seen[rank][int(epoch)].append(record)
+    assert sorted(seen[0]) == sorted(seen[1]) == list(range(len(epochs)))
+    for epoch in seen[0]:
+        rank0, rank1 = seen[0][epoch], seen[1][epoch]
+        assert len(rank0) == len(rank1) == 12 and len(set(rank0)) == 12
+        assert not set(rank0) & set(rank1), f"epoch {epoch}: both processes trained on {set(rank0) & set(rank1)}"
+    assert seen[0][0] != seen[0][1]  # reshuffled every epoch
+
+
+def test_best_model_loads_in_a_fresh_process_and_the_text_tower_is_untouched(run, minilm_path, tmp_path):
+    output_dir, _ = run
+    best = output_dir / "best_model"
+    script = f"""
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor
+model = AutoModel.from_pretrained({str(best)!r}, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained({str(best)!r}, trust_remote_code=True)
+saved = load_file({str(best / "model.safetensors")!r})
+assert type(model).__name__ == "SupremeModel", type(model)
+assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+inputs = processor(text=["sinus rhythm", "atrial fibrillation"], ecg=torch.randn(12, 5000).numpy(), sampling_rate=500,
+                   lead_names=["I","II","III","aVR","aVL","aVF","V1","V2","V3","V4","V5","V6"], return_tensors="pt")
+print("logits", tuple(model(**inputs).logits.shape))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={**env, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "logits (1, 2)" in result.stdout
+
+    original = load_file(str(minilm_path / "model.safetensors"))
+    for trained in (load_file(str(best / "model.safetensors")),
+                    load_file(str(output_dir / "checkpoints" / f"step_{MAX_STEPS}" / "model.safetensors"))):
+        text = {k.removeprefix("text_model."): v for k, v in trained.items() if k.startswith("text_model.")}
+        common = set(text) & set(original)
+        assert len(common) == len(original) - sum("position_ids" in k for k in original) > 90
+        assert all(torch.equal(text[k], original[k]) for k in common)
+
+
+def test_killed_run_resumes_to_the_same_weights(run, data, cache, minilm_path, tmp_path):
+    """Kill (SIGKILL, the launcher and both workers) after the mid-epoch checkpoint of step 8, resume from it, and compare
+    the final weights with the uninterrupted run's."""
+    reference_dir, _ = run
+    output_dir = tmp_path / "killed"
+    process = launch(output_dir, data, cache, minilm_path, "--keep_checkpoints", "50", wait=False)
+    checkpoint = output_dir / "checkpoints" / "step_8"  # epoch 2, after 2 of its 3 steps
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    launcher = psutil.Process(process.pid)
+    for member in [*launcher.children(recursive=True), launcher]:  # torchrun puts each worker in its own session
+        member.send_signal(signal.SIGKILL)
+    log = process.communicate()[0]
+    assert checkpoint.exists(), log[-3000:]
+    assert not (output_dir / "checkpoints" / f"step_{MAX_STEPS}").exists(), "the run finished before the kill"
+
+    resumed = launch(output_dir, data, cache, minilm_path, "--resume", str(checkpoint))
+    assert "resumed from" in resumed and "epoch 2, step 8" in resumed
+    final = load_file(str(output_dir / "checkpoints" / f"step_{MAX_STEPS}" / "model.safetensors"))
+    reference = load_file(str(reference_dir / "checkpoints" / f"step_{MAX_STEPS}" / "model.safetensors"))
+    assert final.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(final[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert [e["train_loss"] for e in _epochs(output_dir)][-1] == pytest.approx(_epochs(reference_dir)[-1]["train_loss"],
+                                                                                rel=1e-5)
+
+
+@pytest.mark.parametrize("case", ["missing dataset", "no labels", "batch not divisible"])
+def test_bad_configs_fail_before_training_and_say_what_to_fix(case, data, cache, tmp_path, minilm_path):
+    args = {"--config": str(REPO / "training/configs/cpu_tiny.yaml"), "--data": str(data),
+            "--text_encoder": str(minilm_path), "--output_dir": str(tmp_path / "out"), "--cache_dir": str(cache)}
+    if case == "missing dataset":
+        args["--data"], expected = str(tmp_path / "no_such_dataset"), r"data: .*no_such_dataset.* not found"
+    elif case == "no labels":
+        unlabelled = write_ptbxl_dataset(tmp_path / "unlabelled", with_labels=False)
+        args["--data"], expected = str(unlabelled), r"data: .*no 'labels' column"
+    else:
+        args["--per_device_batch_size"], expected = "3", r"global_batch_size 8 is not divisible by .* 3 x 1 .*\[1, 2, 4, 8\]"
+    with pytest.raises(ConfigError, match=expected):
+        main([item for pair in args.items() for item in pair])
+    assert not (tmp_path / "out").exists()  # nothing was trained or written
+
+
+def test_command_line_error_is_a_message_not_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "training" / "pretrain.py"), "--data", str(tmp_path / "nope"),
+                             "--bogus_key", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "pretrain.py: error: unknown key(s) ['bogus_key']" in result.stderr and "Traceback" not in result.stderr
