@@ -54,6 +54,25 @@ class SupremeOutput(ModelOutput):
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+@dataclass
+class SupremeQueryStates(ModelOutput):
+    """Everything the model computes from a query list alone, cached by [`SupremeModel.get_query_states`] so that
+    scoring many ECG batches against one list repeats none of it.
+
+    Args:
+        query_embeds (`torch.FloatTensor` of shape `(num_queries, projection_dim)`): the projected queries (the CFN
+            targets).
+        fusion_targets (`torch.FloatTensor` of shape `(num_queries, projection_dim)`): the targets after the first CFN
+            layer's self-attention (`None` for a CFN without layers).
+        fusion_query (`torch.FloatTensor` of shape `(fusion_num_attention_heads, num_queries, head_dim)`): the first
+            CFN layer's projected cross-attention query (`None` for a CFN without layers).
+    """
+
+    query_embeds: torch.FloatTensor | None = None
+    fusion_targets: torch.FloatTensor | None = None
+    fusion_query: torch.FloatTensor | None = None
+
+
 def attention(query, key, value, dropout: float = 0.0, output_attentions: bool = False):
     """Scaled dot-product attention over `(..., heads, length, head_dim)` tensors.
 
@@ -199,17 +218,18 @@ class SupremeCrossAttention(nn.Module):
         self.out_proj = nn.Linear(width, width)
         self.dropout = dropout
 
-    def forward(self, targets: torch.Tensor, memory: torch.Tensor, output_attentions: bool = False):
-        """targets (num_queries, width) shared by the batch, or (batch_size, num_queries, width); memory
-        (batch_size, num_tokens, width) → (batch_size, num_queries, width) and optional weights
-        (batch_size, heads, num_queries, num_tokens)."""
+    def project_queries(self, targets: torch.Tensor) -> torch.Tensor:
+        """targets (..., num_queries, width) → attention queries (..., heads, num_queries, head_dim)."""
+        query = self.q_proj(targets)
+        return query.unflatten(-1, (self.num_heads, query.shape[-1] // self.num_heads)).transpose(-3, -2)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, output_attentions: bool = False):
+        """query (heads, num_queries, head_dim) shared by the batch, or (batch_size, heads, num_queries, head_dim), from
+        `project_queries`; memory (batch_size, num_tokens, width) → (batch_size, num_queries, width) and optional
+        weights (batch_size, heads, num_queries, num_tokens)."""
         batch_size, num_tokens, width = memory.shape
-        head_dim = width // self.num_heads
-        query = self.q_proj(targets)  # projected once when the targets are shared by the batch
-        query = query.unflatten(-1, (self.num_heads, head_dim)).transpose(-3, -2).expand(batch_size, -1, -1, -1)
-        key, value = (
-            self.kv_proj(memory).view(batch_size, num_tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        )
+        query = query.expand(batch_size, -1, -1, -1)  # a view: shared queries are projected once, not per ECG
+        key, value = self.kv_proj(memory).view(batch_size, num_tokens, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         dropout = self.dropout if self.training else 0.0
         context, weights = attention(query, key, value, dropout, output_attentions)
         return self.out_proj(context.transpose(1, 2).flatten(2)), weights
@@ -229,9 +249,22 @@ class CardiacFusionLayer(GradientCheckpointingLayer):
         self.mlp = SupremeMLP(width, config.fusion_intermediate_size, "relu", config.fusion_dropout)
         self.dropout = nn.Dropout(config.fusion_dropout)
 
-    def forward(self, targets: torch.Tensor, memory: torch.Tensor, output_attentions: bool = False):
+    def query_states(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The part of the layer that sees only the queries: targets (..., num_queries, width) → the targets after
+        self-attention and the cross-attention query (..., heads, num_queries, head_dim)."""
         targets = targets + self.dropout(self.self_attn(self.layer_norm1(targets)))
-        attended, weights = self.cross_attn(self.layer_norm2(targets), memory, output_attentions)
+        return targets, self.cross_attn.project_queries(self.layer_norm2(targets))
+
+    def forward(
+        self,
+        targets: torch.Tensor,
+        memory: torch.Tensor,
+        output_attentions: bool = False,
+        query_states: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        """`query_states`: this layer's cached `query_states(targets)`, which then replace `targets`."""
+        targets, query = self.query_states(targets) if query_states is None else query_states
+        attended, weights = self.cross_attn(query, memory, output_attentions)
         targets = targets + self.dropout(attended)  # broadcasts shared (Q, D) targets to (B, Q, D)
         return targets + self.dropout(self.mlp(self.layer_norm3(targets))), weights
 
@@ -249,12 +282,19 @@ class CardiacFusionNetwork(nn.Module):
             nn.Linear(config.classifier_hidden_size, 1),
         )
 
-    def forward(self, targets: torch.Tensor, memory: torch.Tensor, output_attentions: bool = False):
+    def forward(
+        self,
+        targets: torch.Tensor,
+        memory: torch.Tensor,
+        output_attentions: bool = False,
+        first_query_states: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         """targets (num_queries, projection_dim), memory (batch_size, num_tokens, projection_dim) →
-        logits (batch_size, num_queries) and a tuple of per-layer cross-attention weights (or None)."""
+        logits (batch_size, num_queries) and a tuple of per-layer cross-attention weights (or None).
+        `first_query_states`: the first layer's cached `query_states(targets)`."""
         cross_attentions = []
-        for layer in self.layers:
-            targets, weights = layer(targets, memory, output_attentions)
+        for i, layer in enumerate(self.layers):
+            targets, weights = layer(targets, memory, output_attentions, first_query_states if i == 0 else None)
             cross_attentions.append(weights)
         targets = targets.expand(memory.shape[0], -1, -1)  # a CFN with no layers still scores every ECG
         logits = self.classifier(self.layer_norm(targets)).squeeze(-1)
@@ -372,6 +412,31 @@ class SupremeModel(SupremePreTrainedModel):
             embeddings.append(self.get_query_embeddings(tokens["input_ids"], tokens["attention_mask"]))
         return torch.cat(embeddings)
 
+    def project_queries(self, query_embeds: torch.Tensor) -> torch.Tensor:
+        """Cached `get_query_embeddings` output (num_queries, text_hidden_size) → the CFN targets
+        (num_queries, projection_dim)."""
+        width = self.config.text_config.hidden_size
+        if query_embeds.ndim != 2 or query_embeds.shape[-1] != width:
+            raise ValueError(
+                f"query_embeds must be (num_queries, {width}) from this model's text encoder, "
+                f"got {tuple(query_embeds.shape)}"
+            )
+        if query_embeds.shape[0] == 0:
+            raise ValueError("the query list is empty")
+        return self.text_projection(query_embeds.to(self.text_projection.fc1.weight.dtype))
+
+    @torch.no_grad()
+    def get_query_states(self, query_embeds: torch.Tensor) -> SupremeQueryStates:
+        """Everything the model computes from the queries alone: cached `get_query_embeddings` output
+        (num_queries, text_hidden_size) → [`SupremeQueryStates`], to pass as `query_states` when scoring many ECG
+        batches against one query list (zero-shot evaluation, serving). Call it in eval mode, with the weights it will
+        be used with: the states carry no dropout and go stale when the weights change."""
+        targets = self.project_queries(query_embeds)
+        if len(self.fusion.layers) == 0:
+            return SupremeQueryStates(query_embeds=targets)
+        fusion_targets, fusion_query = self.fusion.layers[0].query_states(targets)
+        return SupremeQueryStates(query_embeds=targets, fusion_targets=fusion_targets, fusion_query=fusion_query)
+
     def forward(
         self,
         input_values: torch.Tensor,
@@ -381,6 +446,7 @@ class SupremeModel(SupremePreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
         return_dict: bool | None = None,
+        query_states: SupremeQueryStates | None = None,
         **kwargs,
     ) -> SupremeOutput:
         r"""
@@ -391,24 +457,25 @@ class SupremeModel(SupremePreTrainedModel):
                 `get_query_embeddings` output, instead of `input_ids`.
             labels (`torch.FloatTensor` of shape `(batch_size, num_queries)`): multi-hot targets for the BCE loss.
             output_attentions (`bool`): also return the CFN cross-attention weights.
+            query_states ([`SupremeQueryStates`]): cached `get_query_states` output, instead of `input_ids` or
+                `query_embeds`; inference only (in training the query side must see dropout and gradients).
         """
-        if query_embeds is None:
-            if input_ids is None:
-                raise ValueError("give the queries as input_ids (tokenised) or as query_embeds (cached)")
-            query_embeds = self.get_query_embeddings(input_ids, attention_mask)
-        width = self.config.text_config.hidden_size
-        if query_embeds.ndim != 2 or query_embeds.shape[-1] != width:
-            raise ValueError(
-                f"query_embeds must be (num_queries, {width}) from this model's text encoder, "
-                f"got {tuple(query_embeds.shape)}"
-            )
-        if query_embeds.shape[0] == 0:
-            raise ValueError("the query list is empty")
+        if query_states is None:
+            if query_embeds is None:
+                if input_ids is None:
+                    raise ValueError("give the queries as input_ids (tokenised), query_embeds or query_states (cached)")
+                query_embeds = self.get_query_embeddings(input_ids, attention_mask)
+            # Not cached: the CFN's first layer computes its own query states (with dropout and gradients).
+            query_states = SupremeQueryStates(query_embeds=self.project_queries(query_embeds))
+        elif self.training and torch.is_grad_enabled():
+            raise ValueError("query_states are cached for inference: in training, pass query_embeds")
 
         tokens = self.ecg_model(input_values).last_hidden_state
         memory = self.ecg_projection(tokens)
-        targets = self.text_projection(query_embeds.to(memory.dtype))
-        logits, cross_attentions = self.fusion(targets, memory, output_attentions)
+        first_query_states = None
+        if query_states.fusion_targets is not None:
+            first_query_states = (query_states.fusion_targets, query_states.fusion_query)
+        logits, cross_attentions = self.fusion(query_states.query_embeds, memory, output_attentions, first_query_states)
 
         loss = None
         if labels is not None:
@@ -418,10 +485,14 @@ class SupremeModel(SupremePreTrainedModel):
                 )
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32))
         return SupremeOutput(
-            loss=loss, logits=logits, ecg_embeds=memory, query_embeds=targets, cross_attentions=cross_attentions
+            loss=loss,
+            logits=logits,
+            ecg_embeds=memory,
+            query_embeds=query_states.query_embeds,
+            cross_attentions=cross_attentions,
         )
 
 
 SupremeModel.register_for_auto_class("AutoModel")
 
-__all__ = ["SupremeECGModel", "SupremeModel", "SupremePreTrainedModel"]
+__all__ = ["SupremeECGModel", "SupremeModel", "SupremePreTrainedModel", "SupremeQueryStates"]

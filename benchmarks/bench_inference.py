@@ -1,0 +1,153 @@
+"""Zero-shot inference throughput: ECGs scored against 295 cached queries, at the paper's shapes.
+
+    .venv/bin/python benchmarks/bench_inference.py                    # CPU: fp32, 2 threads, batch 1 and 16
+    .venv/bin/python benchmarks/bench_inference.py --device cuda      # GPU: bf16 autocast, batch 1024, eager + compiled
+
+Each variant is timed in turn, round after round (a shared machine slows all alike); a row reports the best and the
+median round. `cache` says how the queries come: `embeds` = `query_embeds` (the text projection and the first CFN
+layer's query-only work run on every call), `states` = `get_query_states` output (computed once per query list).
+The analytic FLOP count is benchmarks/flops.py (matmuls only); on this project's 2-core AVX2 CPU the fp32 matmul
+peak is about 70 GFLOP/s per core, which puts the floor near 75 ms per ECG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+
+import torch
+from common import (
+    PAPER_QUERIES,
+    build_model,
+    machine,
+    paper_config,
+    pick_device,
+    record,
+    run_command,
+    synchronize,
+    time_interleaved,
+)
+from flops import forward_flops
+
+SECTION = "Zero-shot inference (bench_inference.py)"
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--batch-sizes", default=None, help="comma-separated; default 1,16 on CPU, 1024 on GPU")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "bf16-autocast", "bf16"],
+        help="default fp32 on CPU, bf16-autocast on GPU; bf16 = weights cast to bfloat16",
+    )
+    parser.add_argument("--modes", default=None, help="eager,compiled; default eager on CPU, both on GPU")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
+    parser.add_argument("--queries", type=int, default=PAPER_QUERIES)
+    parser.add_argument("--small", action="store_true", help="a tiny model, to check the script quickly")
+    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    if not gpu:
+        torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("1024" if gpu else "1,16")).split(",")]
+    dtype = args.dtype or ("bf16-autocast" if gpu else "fp32")
+    modes = (args.modes or ("eager,compiled" if gpu else "eager")).split(",")
+    rounds = args.rounds or (10 if gpu else 5)
+
+    config = paper_config(**(small_overrides() if args.small else {}))
+    model = build_model(config, device).eval()
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    query_embeds = torch.randn(args.queries, config.text_config.hidden_size, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16-autocast")
+    with torch.inference_mode(), autocast:
+        query_states = model.get_query_states(query_embeds)
+
+    rows = []
+    for batch_size in batch_sizes:
+        ecgs = torch.rand(batch_size, config.num_leads, config.num_samples, device=device)
+        variants = {}
+        for mode in modes:
+            run = torch.compile(model) if mode == "compiled" else model
+            variants[(mode, "states")] = scorer(run, ecgs, autocast, query_states=query_states)
+            if not gpu:  # the per-call query work is a visible share only at small CPU batches
+                variants[(mode, "embeds")] = scorer(run, ecgs, autocast, query_embeds=query_embeds)
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
+        times = time_interleaved(variants, device, rounds, warmup=2 if gpu else 1)
+        synchronize(device)
+        peak_gb = (
+            torch.cuda.max_memory_allocated(device)
+            if gpu
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        ) / 1e9
+        for (mode, cache), seconds in times.items():
+            best, median = min(seconds), statistics.median(seconds)
+            flops = forward_flops(config, args.queries, batch_size, cached_query_states=cache == "states")
+            rows.append(
+                {
+                    **machine(device),
+                    "model": "small" if args.small else "paper",
+                    "dtype": dtype,
+                    "threads": None if gpu else torch.get_num_threads(),
+                    "batch": batch_size,
+                    "queries": args.queries,
+                    "mode": mode,
+                    "cache": cache,
+                    "ms_per_ecg": 1e3 * best / batch_size,
+                    "ms_per_ecg_median": 1e3 * median / batch_size,
+                    "ecg_per_s": batch_size / best,
+                    "gflop_per_ecg": flops / batch_size / 1e9,
+                    "achieved_tflops": flops / best / 1e12,
+                    "peak_mem_gb": peak_gb,  # GPU: allocated; CPU: process peak RSS
+                }
+            )
+    description = (
+        "Forward pass with 295 cached query embeddings (random weights, paper shapes unless `model` says small). "
+        "`cache`: `embeds` = query_embeds passed (per-call text projection), `states` = get_query_states cached. "
+        "`achieved_tflops` = analytic matmul FLOPs (benchmarks/flops.py) / best time. CPU `peak_mem_gb` = process "
+        f"peak RSS. Command: `{run_command()}` or `benchmarks/run_gpu.sh`."
+    )
+    for row in rows:
+        if args.no_record:
+            print(json.dumps(row))
+        else:
+            record(SECTION, description, row)
+    return rows
+
+
+def scorer(model, ecgs, autocast, **queries):
+    """A call that scores `ecgs` against the queries, as zero-shot evaluation does."""
+
+    def call():
+        with torch.inference_mode(), autocast:
+            return model(ecgs, **queries).logits
+
+    return call
+
+
+def small_overrides() -> dict:
+    return dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        projection_hidden_size=64,
+        projection_dim=64,
+        fusion_num_layers=2,
+        fusion_num_attention_heads=2,
+        fusion_intermediate_size=128,
+        classifier_hidden_size=64,
+        text_config=dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+    )
+
+
+if __name__ == "__main__":
+    main()

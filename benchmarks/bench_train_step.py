@@ -1,0 +1,130 @@
+"""Training-step throughput at the paper's shapes: bf16 autocast, 295 cached queries, AdamW, eager and compiled.
+
+    .venv/bin/python benchmarks/bench_train_step.py --device cuda     # batch 256, as in the paper
+    .venv/bin/python benchmarks/bench_train_step.py                   # CPU: batch 4 (a check of the script, not a figure
+                                                                      # anyone trains with)
+
+One step is what training/pretrain.py does per batch once the data are on the device: int16 ECGs normalised on the
+device (`ecg_from_digital`), forward with the cached query embeddings and the multi-hot labels, BCE loss, backward,
+AdamW step. Data loading is not included (bench_loader.py and bench_end_to_end.py measure it). Achieved TFLOP/s
+divides the analytic matmul count of benchmarks/flops.py (forward + backward) by the best step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+
+import torch
+from common import PAPER_QUERIES, build_model, machine, paper_config, pick_device, record, run_command, time_calls
+from flops import train_step_flops
+
+from modeling_supreme.processing_supreme import ecg_from_digital
+
+SECTION = "Training step (bench_train_step.py)"
+
+
+def make_step(model, optimizer, ecg, adc_gain, labels, query_embeds, autocast):
+    """One optimisation step on device-resident data."""
+
+    def step():
+        with autocast:
+            loss = model(ecg_from_digital(ecg, adc_gain), query_embeds=query_embeds, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 256 on GPU, 4 on CPU")
+    parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode (default 20 GPU, 3 CPU)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--queries", type=int, default=PAPER_QUERIES)
+    parser.add_argument("--no-autocast", action="store_true", help="fp32 instead of bf16 autocast")
+    parser.add_argument("--small", action="store_true", help="a tiny model, to check the script quickly")
+    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    if not gpu:
+        torch.set_num_threads(args.threads)
+    batch_size = args.batch_size or (256 if gpu else 4)
+    steps = args.steps or (20 if gpu else 3)
+    from bench_inference import small_overrides
+
+    config = paper_config(**(small_overrides() if args.small else {}))
+    generator = torch.Generator(device=device).manual_seed(0)
+    ecg = torch.randint(
+        -2000,
+        2000,
+        (batch_size, config.num_leads, config.num_samples),
+        dtype=torch.int16,
+        device=device,
+        generator=generator,
+    )
+    adc_gain = torch.full((batch_size, config.num_leads), 200.0, device=device)  # MIMIC-IV-ECG's gain
+    labels = (torch.rand(batch_size, args.queries, device=device, generator=generator) < 0.02).float()
+    query_embeds = torch.randn(args.queries, config.text_config.hidden_size, device=device, generator=generator)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_autocast)
+
+    rows = []
+    for mode in args.modes.split(","):
+        model = build_model(config, device).train()
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01, fused=gpu
+        )
+        run = torch.compile(model, mode=args.compile_mode) if mode == "compiled" else model
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
+        step = make_step(run, optimizer, ecg, adc_gain, labels, query_embeds, autocast)
+        seconds = time_calls(step, device, repeats=steps, warmup=3 if gpu else 1)
+        peak_gb = (
+            torch.cuda.max_memory_allocated(device)
+            if gpu
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        ) / 1e9
+        best, median = min(seconds), statistics.median(seconds)
+        flops = train_step_flops(config, args.queries, batch_size)
+        rows.append(
+            {
+                **machine(device),
+                "model": "small" if args.small else "paper",
+                "precision": "fp32" if args.no_autocast else "bf16-autocast",
+                "threads": None if gpu else torch.get_num_threads(),
+                "batch": batch_size,
+                "queries": args.queries,
+                "mode": mode if mode == "eager" or not args.compile_mode else f"compiled ({args.compile_mode})",
+                "ecg_per_s": batch_size / best,
+                "ecg_per_s_median": batch_size / median,
+                "gflop_per_ecg": flops / batch_size / 1e9,
+                "achieved_tflops": flops / best / 1e12,
+                "peak_mem_gb": peak_gb,  # GPU: allocated; CPU: process peak RSS
+            }
+        )
+        del model, optimizer, run, step
+    description = (
+        "One AdamW step (forward, BCE, backward) on device-resident int16 ECGs with 295 cached query embeddings, "
+        "paper shapes unless `model` says small. On CPU the batch is small (a check of the script; CPU bf16 autocast "
+        "is emulated on AVX2 and slow). `achieved_tflops` = analytic matmul FLOPs (benchmarks/flops.py) / best step. "
+        f"Command: `{run_command()}` or `benchmarks/run_gpu.sh`."
+    )
+    for row in rows:
+        if args.no_record:
+            print(json.dumps(row))
+        else:
+            record(SECTION, description, row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
