@@ -148,7 +148,9 @@ class TransformersBackend(LLMBackend):
         import torch
 
         texts = [self.render(messages) for messages in conversations]
-        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        # only what every causal LM takes (BERT-style tokenizers also return token_type_ids)
+        inputs = {k: encoded[k].to(self.device) for k in ("input_ids", "attention_mask")}
         sampling = {"do_sample": True, "temperature": 0.7, "top_p": 0.95} if attempt else {"do_sample": False}
         if attempt:
             torch.manual_seed(attempt)

@@ -39,9 +39,10 @@ class TextEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
+            batch = self.tokenizer([texts[i] for i in order[start:start + self.batch_size]], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)
             with torch.no_grad():
                 hidden = self.model(**batch).last_hidden_state
@@ -51,8 +52,11 @@ class TextEncoder:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             chunks.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
-        width = self.model.config.hidden_size
-        return np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.float32)
+        if not chunks:
+            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        embedded = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
+        embedded[order] = np.concatenate(chunks)
+        return embedded
 
 
 @dataclass
@@ -92,8 +96,8 @@ def map_entities(entities: list[str], vocabulary: Vocabulary, encoder: TextEncod
             cluster_terms.append(None)
             scores.append(0.0)
     elif rest:
-        forms = sorted(vocabulary.synonyms)
-        form_terms = np.array([vocabulary.synonyms[f] for f in forms])
+        forms = sorted(vocabulary.forms)
+        form_terms = np.array([vocabulary.forms[f] for f in forms])
         terms = sorted(set(form_terms))
         embedded = encoder.encode(rest + forms)
         entity_vectors, form_vectors = embedded[: len(rest)], embedded[len(rest):]

@@ -127,12 +127,25 @@ def normalize_phrase(text: str) -> str:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Standard terms (sorted) and surface forms; `synonyms` maps a normalised surface form to its term."""
+    """Standard terms (sorted) and surface forms.
+
+    `synonyms` maps every normalised surface form (with generated plural/singular and "X infarction" variants) to its
+    term, for exact matching; `forms` holds only the data file's surface forms, normalised, for embedding.
+    """
 
     terms: tuple[str, ...]
     synonyms: dict[str, str]
+    forms: dict[str, str]
     normal: frozenset[str]
     sources: dict[str, str]
+
+    def subset(self, terms) -> Vocabulary:
+        """The vocabulary restricted to `terms` (a smaller query list, or a quick test)."""
+        keep = set(terms)
+        return Vocabulary(tuple(t for t in self.terms if t in keep),
+                          {f: t for f, t in self.synonyms.items() if t in keep},
+                          {f: t for f, t in self.forms.items() if t in keep},
+                          frozenset(self.normal & keep), {t: s for t, s in self.sources.items() if t in keep})
 
     def term_of(self, phrase: str) -> str | None:
         return self.synonyms.get(normalize_phrase(phrase))
@@ -149,13 +162,14 @@ def load_vocabulary(path: str | Path = VOCABULARY_FILE) -> Vocabulary:
         sources.setdefault(row["term"], row["source"])
         form = normalize_phrase(row["synonym"])
         synonyms.setdefault(form, row["term"])
+    forms = dict(synonyms)
     for form, term in list(synonyms.items()):
         variant = form[:-1] if form.endswith("s") and len(form.split()[-1]) > 3 else form + "s"
         synonyms.setdefault(variant, term)
         if form.endswith("myocardial infarction") and form != "myocardial infarction":
             synonyms.setdefault(form.replace("myocardial infarction", "infarction"), term)
     normal = frozenset(row["term"] for row in rows if row["normal"] == "1")
-    return Vocabulary(terms=tuple(sorted(sources)), synonyms=synonyms, normal=normal, sources=sources)
+    return Vocabulary(terms=tuple(sorted(sources)), synonyms=synonyms, forms=forms, normal=normal, sources=sources)
 
 
 def build_vocabulary(data_dir: str | Path) -> list[dict[str, str]]:
