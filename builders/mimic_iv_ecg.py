@@ -97,8 +97,8 @@ def build(config: BuildConfig) -> dict:
     vocabulary = load_vocabulary()
     kept_entities = sorted({normalize_phrase(e["entity"]) for s in statements for e in extraction.entities[s]
                             if e["category"] != "Uncertain"} - {""})
-    needs_encoder = any(vocabulary.synonyms.get(e) is None for e in kept_entities)
-    encoder = TextEncoder(config.text_encoder, config.pooling) if needs_encoder else None
+    inexact = [e for e in kept_entities if vocabulary.synonyms.get(e) is None]
+    encoder = _load_encoder(config, len(inexact)) if inexact else None
     mapping = map_entities(kept_entities, vocabulary, encoder, cluster_threshold=config.cluster_threshold,
                            map_threshold=config.map_threshold)
 
@@ -138,13 +138,22 @@ def build(config: BuildConfig) -> dict:
         written.update(note["label_counts"])
     label_frequency = {class_names[int(i)]: written[i] for i in sorted(written, key=lambda i: (-written[i], int(i)))}
     stats = _statistics(config, n_listed, records, dropped, notes, shards, statements, extraction, extractor.model,
-                        mapping, encoder, kept_entities, label_frequency, reused, time.time() - started)
+                        mapping, encoder, kept_entities, len(class_names), label_frequency, reused,
+                        time.time() - started)
     write_stats(stats, out / "stats.json")
     plot_label_frequency(label_frequency, stats["records"]["kept"], out / "label_frequency.png")
     _write_card(out, class_names, stats, config)
     if config.push_to_hub:
         print(f"uploaded to {push_to_hub(out, config.push_to_hub)}")
     return stats
+
+
+def _load_encoder(config: BuildConfig, n_entities: int) -> TextEncoder:
+    try:
+        return TextEncoder(config.text_encoder, config.pooling)
+    except OSError as error:
+        raise OSError(f"cannot load the text encoder {config.text_encoder!r}, needed to map {n_entities} entities that "
+                      f"are not vocabulary terms: pass --text-encoder with a local BERT folder ({error})") from error
 
 
 def index_records(root: Path, limit: int | None = None, min_words: int = 3) -> tuple[list[dict], list[dict]]:
@@ -328,7 +337,10 @@ def _write_dropped(path: Path, dropped: list[dict]) -> None:
 
 
 def _statistics(config, n_listed, records, dropped, notes, shards, statements, extraction, model, mapping, encoder,
-                kept_entities, label_frequency, reused, seconds) -> dict:
+                kept_entities, n_classes, label_frequency, reused, seconds) -> dict:
+    """stats.json: the "run" part describes this invocation (LLM prompts, cache hits, time); the rest is the dataset's
+    and is identical for a resumed build. `classes` counts the ClassLabel names (terms of records with a usable
+    report); `final_terms` those that some written record carries (a record can still fail to read)."""
     raw = [e for s in statements for e in extraction.entities[s]]
     occurrences = sum(len(r["statements"]) for r in records)
     kept = sum(n["rows"] for n in notes)
@@ -365,6 +377,7 @@ def _statistics(config, n_listed, records, dropped, notes, shards, statements, e
             "clusters": clusters,
             "mapped_clusters": mapped,
             "mapped_share": mapped / clusters if clusters else 0.0,
+            "classes": n_classes,
             "final_terms": len(label_frequency),
             "text_encoder": encoder.name if encoder is not None else None,
             "cluster_threshold": config.cluster_threshold,
@@ -423,10 +436,13 @@ def _write_card(out: Path, class_names: list[str], stats: dict, config: BuildCon
         how = (
             "Labels come from the `rules` labeller: the cardiac vocabulary (SCP-ECG, SNOMED CT, abbreviations; "
             "`builders/labelling/VOCABULARY.md`) matched in each statement, with negation and uncertainty rules "
-            "(possible, probable, consider, cannot rule out, may be due to, suggests, borderline → Uncertain, dropped). "
+            "(possible, probable, consider, cannot rule out, may be due to, suggests, borderline → Uncertain, dropped; "
+            "\"borderline 1st degree A-V block\" gives no label, while the summary \"Borderline ECG\" is its own label). "
             f"Against a public study's reading of 546 real MIMIC-IV-ECG statements for six classes (NSR, AF, IAVB, "
             f"LBBB, RBBB, old MI) its decisions agree on {RULES_AGREEMENT['statements']:.1%} of statement-class pairs "
-            f"({RULES_AGREEMENT['records']:.2%} weighted by records). It is a transparent baseline, not the paper's "
+            f"({RULES_AGREEMENT['records']:.2%} weighted by records); the rules were written with these statements in "
+            "view, so this is agreement on development data, not a held-out estimate. It is a transparent baseline, "
+            "not the paper's "
             "LLM labelling; rebuild with `--labeller vllm --llm <instruct model>` for that."
         )
     else:
@@ -460,14 +476,14 @@ def _write_card(out: Path, class_names: list[str], stats: dict, config: BuildCon
             f"{labelling['distinct_statements']:,} distinct statements; {labelling['raw_entities']:,} raw entities, "
             f"{labelling['unique_entities']:,} unique, {labelling['unique_entities_after_uncertainty_filter']:,} after "
             f"the uncertainty filter, {labelling['clusters']:,} clusters, {labelling['mapped_share']:.1%} mapped, "
-            f"{labelling['final_terms']:,} final terms. Full figures: `stats.json`; label frequencies: "
+            f"{labelling['classes']:,} query classes, {labelling['final_terms']:,} of them on written records. Full figures: `stats.json`; label frequencies: "
             f"`label_frequency.png`.\n\n{table}"
         ),
         "Use": (
             "```python\nfrom datasets import load_dataset\nds = load_dataset(\"<this folder or repo id>\")\n"
             "names = ds[\"train\"].features[\"labels\"].feature.names  # the query list\n```\n"
-            "Read `ecg` through Arrow (or `with_format(\"torch\")` and cast) to keep int16; datasets' numpy/torch "
-            "formatters widen it to int64."
+            "Read `ecg` through Arrow (`ds[\"train\"].data`, as SuPreME's `training/ecg_data.py` does) to keep int16: "
+            "datasets' numpy/torch formatters widen it to int64. Scale to mV with `adc_gain` on the device."
         ),
         "Licence": (
             "Open Database License (ODbL) 1.0, as MIMIC-IV-ECG. Cite MIMIC-IV-ECG, PhysioNet and SuPreME (below)."

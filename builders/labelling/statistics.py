@@ -13,6 +13,7 @@ def write_stats(stats: dict, path: str | Path) -> None:
 def plot_label_frequency(frequency: dict[str, int], n_records: int, path: str | Path, top: int = 40) -> None:
     """Horizontal bars: the `top` most frequent standard terms, share of records (log scale), most frequent on top."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -24,6 +25,8 @@ def plot_label_frequency(frequency: dict[str, int], n_records: int, path: str | 
         shares = [100.0 * count / n_records for _, count in items][::-1]
         ax.barh(names, shares, color="#3b6ea5")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("records with the label (%)")
     ax.set_title(f"Label frequency, top {len(items)} of {len(frequency)} terms ({n_records:,} records)", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)

@@ -162,6 +162,8 @@ def load_vocabulary(path: str | Path = VOCABULARY_FILE) -> Vocabulary:
         sources.setdefault(row["term"], row["source"])
         form = normalize_phrase(row["synonym"])
         synonyms.setdefault(form, row["term"])
+    for term in sources:  # a term always names itself (curated names need not be a source's surface form)
+        synonyms.setdefault(normalize_phrase(term), term)
     forms = dict(synonyms)
     for form, term in list(synonyms.items()):
         variant = form[:-1] if form.endswith("s") and len(form.split()[-1]) > 3 else form + "s"
