@@ -249,10 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
                                                cache_dir=config["cache_dir"])
             except (FileNotFoundError, ValueError) as error:
                 raise ConfigError(f"val_data: {error}") from error
-        elif not config["val_data"] and config["val_split"] and not config["streaming"]:
+        elif not config["val_data"] and config["val_split"]:
             try:
                 val_data = load_ecg_dataset(config["data"], config["data_config"], config["val_split"],
-                                            cache_dir=config["cache_dir"])
+                                            streaming=config["streaming"], cache_dir=config["cache_dir"])
             except ValueError:
                 accelerator.print(f"no split {config['val_split']!r} in {config['data']}: early stopping on train loss")
     if not config["streaming"]:
