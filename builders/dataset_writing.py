@@ -18,6 +18,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 from datasets.features.features import encode_nested_example
@@ -139,9 +140,26 @@ def _table(batch: list[Mapping], features: datasets.Features, schema: pa.Schema)
         if isinstance(feature, datasets.Array2D):
             columns.append(_array2d(values, feature, schema.field(name).type, name))
         else:
-            encoded = [encode_nested_example(feature, v) for v in values]
-            columns.append(pa.array(encoded, type=schema.field(name).type))
+            try:  # already in storage form (ids, strings, label indices): no per-value encoding
+                column = pa.array(values, type=schema.field(name).type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):  # e.g. class names as labels
+                column = pa.array([encode_nested_example(feature, v) for v in values], type=schema.field(name).type)
+            _check_class_indices(name, feature, column)
+            columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _check_class_indices(name: str, feature, column: pa.Array) -> None:
+    """Label indices must name a class: the fast path above skips datasets' per-value check."""
+    label = feature.feature if isinstance(feature, datasets.List) else feature
+    if not isinstance(label, datasets.ClassLabel):
+        return
+    values = column.flatten() if isinstance(feature, datasets.List) else column
+    if len(values) and values.null_count < len(values):
+        low, high = pc.min_max(values).values()
+        if low.as_py() < -1 or high.as_py() >= label.num_classes:
+            raise ValueError(f"column {name!r}: class index out of range [0, {label.num_classes}): "
+                             f"{low.as_py()}..{high.as_py()}")
 
 
 def _array2d(values: list, feature: datasets.Array2D, arrow_type: pa.DataType, name: str) -> pa.Array:

@@ -86,3 +86,8 @@ def test_schema_rejects_wrong_shapes_and_clashing_extras(tmp_path, records):
         write_split([row], features, tmp_path, "train")
     with pytest.raises(ValueError, match="report"):
         ecg_features(CLASSES, {"report": datasets.Value("string")})
+    row["ecg"] = records[0].digital
+    for labels in ([3], ["no such class"]):
+        row["labels"] = labels
+        with pytest.raises(ValueError):
+            write_split([row], features, tmp_path, "train")
