@@ -172,13 +172,12 @@ def index_records(root: Path, limit: int | None = None, min_words: int = 3) -> t
         raise ValueError(f"{root / 'machine_measurements.csv'}: no report_0 … report_17 columns")
     reports = pd.read_csv(root / "machine_measurements.csv", dtype=str, keep_default_na=False, usecols=wanted)
     reports = reports[reports["study_id"].isin(set(listing["study_id"]))].drop_duplicates("study_id")
-    reports = reports.set_index("study_id")
+    # one dict lookup per record (a pandas .loc per record would cost minutes over 800,035 records)
+    by_study = dict(zip(reports["study_id"], reports[wanted[1:]].to_numpy().tolist(), strict=True))
     records, dropped = [], []
     for row in listing.itertuples(index=False):
         study = row.study_id
-        statements = []
-        if study in reports.index:
-            statements = [s.strip() for s in reports.loc[study].tolist() if s and s.strip()]
+        statements = [s.strip() for s in by_study.get(study, []) if s and s.strip()]
         report = "\n".join(statements)
         n_words = len(report.split())
         base = {"study_id": study, "subject_id": row.subject_id}
