@@ -7,7 +7,6 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $@
@@ -18,3 +17,7 @@ test: install
 
 lint: install
 	$(PY) -m ruff check .
+
+# The whole system on real ECGs shipped in tests/data, on the CPU: build, label, pre-train, reload, zero-shot.
+demo: install
+	$(PY) -m training.demo --output demo_output
