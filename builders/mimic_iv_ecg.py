@@ -251,7 +251,8 @@ def _finished_note(task: dict) -> dict | None:
     note = json.loads(path.read_text(encoding="utf-8"))
     if note.get("fingerprint") != task["fingerprint"]:
         return None
-    if note["rows"] and not (Path(task["parquet"]).is_file() or Path(note.get("final") or "/nonexistent").is_file()):
+    final = Path(task["parquet"]).parent.parent / "data" / (note.get("final") or "")
+    if note["rows"] and not (Path(task["parquet"]).is_file() or (note.get("final") and final.is_file())):
         return None
     return note
 
@@ -315,10 +316,10 @@ def _finalise_shards(out: Path, notes: list[dict]) -> dict[str, list[str]]:
             final = data / name
             if work.is_file():
                 work.replace(final)
-            elif note["final"] and Path(note["final"]).name != name:
-                Path(note["final"]).replace(final)
-            if note["final"] != str(final):
-                note["final"] = str(final)
+            elif note["final"] and note["final"] != name:
+                (data / note["final"]).replace(final)
+            if note["final"] != name:  # a name, not a path: the output folder may be moved between runs
+                note["final"] = name
                 path = out / ".work" / f"{split}-{note['index']:05d}.json"
                 path.write_text(json.dumps(note, sort_keys=True), encoding="utf-8")
         for stale in data.glob(f"{split}-*-of-*.parquet"):
