@@ -114,7 +114,10 @@ class SupremeECGEmbeddings(nn.Module):
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         """(batch_size, num_leads, num_samples) → (batch_size, num_leads * num_patches, hidden_size)."""
         batch_size = input_values.shape[0]
-        patches = input_values.reshape(batch_size, self.num_leads, -1, self.patch_size)
+        # ECGs arrive as float32 from the processor; a model cast to bf16/fp16 takes them in its own dtype
+        patches = input_values.to(self.patch_embedding.weight.dtype).reshape(
+            batch_size, self.num_leads, -1, self.patch_size
+        )
         tokens = self.patch_embedding(patches) + self.lead_embeddings[:, None] + self.position_embeddings
         return self.dropout(tokens.flatten(1, 2))
 
