@@ -1,20 +1,21 @@
 """ECG/s of training/ecg_data.py from local Parquet to CPU tensors, against `datasets`' torch formatter.
 
-    .venv/bin/python benchmarks/bench_loader.py [--rows 4096] [--batch-size 256] [--append benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/bench_loader.py [--rows 4096] [--batch-size 256] [--device auto] [--no-record]
 
 Builds a local dataset in the project's schema from the 300 real PTB-XL records of ../shared/data (repeated to
 `--rows`), then times: `load_dataset` preparing the Arrow cache from Parquet (once per dataset), a shuffled epoch with
 0, 2 and N DataLoader workers, a streaming pass straight over the Parquet shards, and the plain `datasets` path
 (`with_format("torch")` + DataLoader) for comparison. Each loader figure is the best of `--repeats` epochs, with the
-Arrow cache in the page cache (as in training after the first epoch).
+Arrow cache in the page cache (as in training after the first epoch). One JSON line per figure; rows are appended to
+the "Data loader" section of benchmarks/RESULTS.md (benchmarks/common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import json
+import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import machine, pick_device, record, synchronize  # noqa: E402
 from builders.dataset_writing import ecg_features, write_dataset_card, write_split  # noqa: E402
 from builders.wfdb_reading import read_wfdb  # noqa: E402
 from training.ecg_data import ecg_dataloader, load_ecg_dataset  # noqa: E402
@@ -47,17 +49,23 @@ def build(folder: Path, n_rows: int) -> None:
                    "report": "", "labels": sorted(rng.choice(295, rng.integers(1, 8), replace=False).tolist())}
 
     features = ecg_features(names)
-    write_split(rows(), features, folder, "train", max_shard_bytes=n_rows * 120_000 // 4 + 1)  # 4 shards
+    groups_per_shard = math.ceil(math.ceil(n_rows / 100) / 4)  # 4 shards of 100-row groups (~121 kB a row in Arrow)
+    write_split(rows(), features, folder, "train", max_shard_bytes=int((groups_per_shard + 0.5) * 100 * 121_000))
     write_dataset_card(folder, pretty_name="bench", license="cc-by-4.0", citation="-", features=features,
                        description="benchmark data")
 
 
-def ecg_per_s(make_loader, repeats: int) -> float:
+def ecg_per_s(make_loader, repeats: int, device: torch.device) -> float:
+    """Best of `repeats` passes: ECGs per second until every batch is on `device` (int16, non-blocking from pinned
+    memory on a GPU)."""
     best = 0.0
     for _ in range(repeats):
         start, n = time.perf_counter(), 0
         for batch in make_loader():
-            n += len(batch["ecg"])
+            ecg = batch["ecg"].to(device, non_blocking=True)
+            batch["labels"].to(device, non_blocking=True)
+            n += len(ecg)
+        synchronize(device)
         best = max(best, n / (time.perf_counter() - start))
     return best
 
@@ -67,10 +75,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--append", type=Path, help="append the results section to this Markdown file")
+    parser.add_argument("--device", default="auto", help="where batches end up: auto (cuda if present), cpu, cuda")
+    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only, leave RESULTS.md")
     args = parser.parse_args()
     datasets.disable_progress_bars()
-    n_cpu = os.cpu_count()
+    device = pick_device(args.device)
+    n_cpu = len(os.sched_getaffinity(0))
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, cache = Path(tmp) / "ds", Path(tmp) / "cache"
@@ -78,40 +88,45 @@ def main() -> None:
         parquet_mb = sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 1e6
         start = time.perf_counter()
         ds = load_ecg_dataset(folder, cache_dir=str(cache))
-        prepare = args.rows / (time.perf_counter() - start)
-        results = [("`load_dataset` Parquet -> Arrow cache (once per dataset)", prepare)]
+        results = [("load_dataset: Parquet -> Arrow cache (once per dataset)", 0, args.rows / (time.perf_counter() - start))]
         for workers in sorted({0, 2, n_cpu}):
-            rate = ecg_per_s(lambda w=workers: ecg_dataloader(ds, args.batch_size, shuffle=True, num_workers=w),
-                             args.repeats)
-            results.append((f"`ecg_dataloader`, shuffled epoch, {workers} workers", rate))
+            results.append(("ecg_dataloader, shuffled epoch", workers, ecg_per_s(
+                lambda w=workers: ecg_dataloader(ds, args.batch_size, shuffle=True, num_workers=w), args.repeats, device)))
         stream = load_ecg_dataset(folder, streaming=True)
-        results.append(("`ecg_dataloader`, streaming Parquet, in order, 0 workers",
-                        ecg_per_s(lambda: ecg_dataloader(stream, args.batch_size, shuffle=False), args.repeats)))
-        results.append(("`ecg_dataloader`, streaming Parquet, shuffle buffer 1000, 2 workers",
-                        ecg_per_s(lambda: ecg_dataloader(stream, args.batch_size, shuffle=True, num_workers=2), 1)))
+        results.append(("ecg_dataloader, streaming Parquet, in order", 0, ecg_per_s(
+            lambda: ecg_dataloader(stream, args.batch_size, shuffle=False), args.repeats, device)))
+        results.append(("ecg_dataloader, streaming Parquet, shuffle buffer 1000", 2, ecg_per_s(
+            lambda: ecg_dataloader(stream, args.batch_size, shuffle=True, num_workers=2), 1, device)))
         torch_ds = ds.with_format("torch", columns=["ecg", "adc_gain", "labels"]).select(range(min(args.rows, 1024)))
-        baseline = ecg_per_s(lambda: torch.utils.data.DataLoader(torch_ds, batch_size=args.batch_size,
-                                                                 collate_fn=lambda rows: {"ecg": rows}), 1)
-        results.append(("`datasets` torch formatter + DataLoader (int16 widened to int64), 0 workers", baseline))
+        results.append(("datasets torch formatter + DataLoader (int16 widened to int64)", 0, ecg_per_s(
+            lambda: torch.utils.data.DataLoader(torch_ds, batch_size=args.batch_size, collate_fn=_stack), 2, device)))
 
-    lines = [
-        f"## Data loader (`benchmarks/bench_loader.py`), {datetime.date.today().isoformat()}",
-        "",
-        f"Machine: {platform.node()}, {n_cpu} CPU cores ({platform.processor() or platform.machine()}), no GPU. "
-        f"Python {platform.python_version()}, torch {torch.__version__}, datasets {datasets.__version__}, "
-        f"pyarrow {pyarrow.__version__}. {args.rows} real PTB-XL ECGs (12 x 5000 int16, repeated) in "
-        f"{parquet_mb:.0f} MB of zstd Parquet, 295 classes, batch {args.batch_size}, CPU tensors (no pinning).",
-        "",
-        "| path | ECG/s |",
-        "|---|---:|",
-        *[f"| {name} | {rate:,.0f} |" for name, rate in results],
-        "",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as f:
-            f.write(("\n" if args.append.exists() and args.append.stat().st_size else "# Benchmark results\n\n") + text)
+    description = (
+        f"`benchmarks/bench_loader.py`: ECG/s from a local dataset in the project's schema to `--device` tensors "
+        f"(int16 ECGs, float32 multi-hot labels). Real PTB-XL ECGs (../shared/data) repeated to `rows`, 295 classes, "
+        f"Parquet as `write_split` writes it ({parquet_mb / args.rows * 1e3:.0f} kB/ECG on disk). Loader rows: best of {args.repeats} epochs "
+        "with the Arrow cache in the page cache (training after the first epoch); workers are threads. Streaming "
+        "decodes the nested Parquet lists on every pass."
+    )
+    if not args.no_record:
+        for name, workers, rate in results:
+            info = machine(device)
+            record("Data loader", description, {
+                "path": name, "workers": workers, "ECG/s": round(rate), "rows": args.rows, "batch": args.batch_size,
+                "device": str(device), "cpu": info["cpu"], "gpu": info["gpu"], "torch": info["torch"],
+                "datasets": datasets.__version__, "pyarrow": pyarrow.__version__, "date": info["date"],
+                "load_avg_1min": info["load_avg_1min"]})
+    else:
+        for name, workers, rate in results:
+            print(json.dumps({"path": name, "workers": workers, "ECG/s": round(rate)}))
+
+
+def _stack(rows: list[dict]) -> dict:
+    """The plain path's collate: stacked ECGs and multi-hot labels, as ecg_dataloader yields them."""
+    labels = torch.zeros(len(rows), 295)
+    for i, row in enumerate(rows):
+        labels[i, row["labels"]] = 1.0
+    return {"ecg": torch.stack([row["ecg"] for row in rows]), "labels": labels}
 
 
 if __name__ == "__main__":
