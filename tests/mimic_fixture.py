@@ -9,7 +9,6 @@ machines print them, one statement per `report_N` column. Some records are broke
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from builders.mimic_layout import MIMIC_LEADS, MIMIC_MISSING, MimicStudy, mimic_digital, write_mimic_layout
 from modeling_supreme.processing_supreme import CANONICAL_LEADS, fill_non_finite
 
 DATA = Path(__file__).resolve().parent / "data"
-MIMIC_LEADS = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
-MIMIC_GAIN = 200.0
 SUMMARY_STATEMENTS = {"abnormal ecg", "normal ecg", "borderline ecg"}
 _UPPER = {"ecg", "rbbb", "lbbb", "lvh", "st", "qrs", "mi", "v3", "v4", "a-v", "pac(s)", "pvc(s)", "v3/v4"}
 
@@ -79,63 +77,41 @@ def build_mimic_fixture(root: str | Path) -> FixtureInfo:
     root = Path(root)
     known = _known_statements()
     info = FixtureInfo(root)
-    record_rows, measurement_rows = [], []
-    for n, (study, subject, ecg_id, statements, broken) in enumerate(RECORDS):
+    studies = []
+    for n, (study_id, subject, ecg_id, statements, broken) in enumerate(RECORDS):
         unknown = [s for s in statements if s not in known]
         assert not unknown, f"not real MIMIC-IV-ECG statements: {unknown}"
-        relative = f"files/p{subject[:4]}/p{subject}/s{study}/{study}"
-        ecg_time = f"2180-07-{n + 1:02d} 09:{n:02d}:00"
-        record_rows.append({"subject_id": subject, "study_id": study, "file_name": study, "ecg_time": ecg_time,
-                            "path": relative})
         reports = [capitalise(s) for s in statements]
-        measurement_rows.append({
-            "subject_id": subject, "study_id": study, "cart_id": str(6848296 + n), "ecg_time": ecg_time,
-            **{f"report_{i}": reports[i] if i < len(reports) else "" for i in range(18)},
-            "bandwidth": "0.005-150 Hz", "filtering": "60 Hz notch Baseline filter", "rr_interval": str(700 + n),
-            "p_onset": "40", "p_end": "128", "qrs_onset": "170", "qrs_end": "258", "t_end": "518",
-            "p_axis": "58", "qrs_axis": str(n * 7 - 30), "t_axis": "44",
-        })
-        info.subjects[study] = subject
-        info.reports[study] = "\n".join(reports)
         digital = _mimic_digital(ecg_id)
         if broken == "missing_samples":
-            digital[100:103, 1] = -32768  # a short gap in lead II
-            digital[4000, 7] = -32768  # one sample of V2
-        folder = root / relative.rsplit("/", 1)[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        wfdb.wrsamp(study, fs=500, units=["mV"] * 12, sig_name=MIMIC_LEADS, d_signal=digital, fmt=["16"] * 12,
-                    adc_gain=[MIMIC_GAIN] * 12, baseline=[0] * 12, comments=[f"<subject_id>: {subject}"],
-                    write_dir=str(folder))
+            digital[100:103, 1] = MIMIC_MISSING  # a short gap in lead II
+            digital[4000, 7] = MIMIC_MISSING  # one sample of V2
+        studies.append(MimicStudy(subject, study_id, digital, reports, f"2180-07-{n + 1:02d} 09:{n:02d}:00"))
+        info.subjects[study_id] = subject
+        info.reports[study_id] = "\n".join(reports)
+        if broken in DROPPED:
+            info.dropped[study_id] = broken
+        else:
+            info.expected[study_id] = _expected(digital)
+    write_mimic_layout(root, studies)
+    for study, (_, _, _, _, broken) in zip(studies, RECORDS, strict=True):
+        record = root / study.relative_path
         if broken == "truncated_signal":
-            dat = folder / f"{study}.dat"
+            dat = record.with_suffix(".dat")
             dat.write_bytes(dat.read_bytes()[: 12 * 2 * 3000])
         elif broken == "missing_header":
-            (folder / f"{study}.hea").unlink()
-        if broken in DROPPED:
-            info.dropped[study] = broken
-        else:
-            info.expected[study] = _expected(digital)
-    _write_csv(root / "record_list.csv", record_rows)
-    _write_csv(root / "machine_measurements.csv", measurement_rows)
+            record.with_suffix(".hea").unlink()
     return info
 
 
 def _mimic_digital(ecg_id: int) -> np.ndarray:
     """PTB-XL record `ecg_id` (mV, canonical order) → MIMIC digital samples (5000, 12) in MIMIC's lead order."""
     record = wfdb.rdrecord(str(DATA / "ptbxl" / "records500" / "00000" / f"{ecg_id:05d}_hr"))
-    millivolts = record.p_signal[:, [CANONICAL_LEADS.index(lead) for lead in MIMIC_LEADS]]
-    return np.clip(np.round(millivolts * MIMIC_GAIN), -32767, 32767).astype(np.int64)
+    return mimic_digital(record.p_signal.T)
 
 
 def _expected(digital: np.ndarray) -> np.ndarray:
     """What the dataset must hold: canonical lead order; WFDB's missing value filled from six neighbours."""
     canonical = digital[:, [MIMIC_LEADS.index(lead) for lead in CANONICAL_LEADS]].T.astype(np.float64)
-    canonical[canonical == -32768] = np.nan
+    canonical[canonical == MIMIC_MISSING] = np.nan
     return np.rint(fill_non_finite(canonical)).astype(np.int16)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
