@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- training loop ------------------------------------------------------------------------------------------
     max_steps = config["max_steps"] or math.inf
-    stop = state.global_step >= max_steps
+    stop = state.global_step >= max_steps or state.bad_epochs >= config["patience"]  # a finished run stays finished
     while state.epoch < config["max_epochs"] and not stop:
         model.train()
         loader = ecg_dataloader(train_data, config["per_device_batch_size"], shuffle=True, seed=config["seed"],
