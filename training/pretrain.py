@@ -253,15 +253,19 @@ def main(argv: list[str] | None = None) -> dict:
             try:
                 val_data = load_ecg_dataset(config["data"], config["data_config"], config["val_split"],
                                             streaming=config["streaming"], cache_dir=config["cache_dir"])
-            except ValueError:
-                accelerator.print(f"no split {config['val_split']!r} in {config['data']}: early stopping on train loss")
+            except ValueError as error:  # no such split: the training loss decides
+                accelerator.print(f"{error}: early stopping on the training loss")
     if not config["streaming"]:
         steps_per_epoch = len(train_data) // config["global_batch_size"]
         if steps_per_epoch == 0:
             raise ConfigError(f"the {config['train_split']!r} split of {config['data']} has {len(train_data)} ECGs, "
                               f"fewer than one global batch ({config['global_batch_size']}): lower global_batch_size")
-    if config["resume"] and config["resume"] != "latest" and not Path(config["resume"]).is_dir():
-        raise ConfigError(f"resume: checkpoint folder {config['resume']} not found (or use `latest`)")
+    checkpoint = None
+    if config["resume"]:
+        checkpoint = latest_checkpoint(output_dir) if config["resume"] == "latest" else Path(config["resume"])
+        if checkpoint is None or not checkpoint.is_dir():
+            raise ConfigError(f"resume: no checkpoint {checkpoint or 'in ' + str(output_dir / 'checkpoints')}; "
+                              "give a checkpoints/step_N folder or `latest` with the run's output_dir")
 
     # ---- model: frozen text tower, queries embedded once ------------------------------------------------------------
     from transformers import AutoTokenizer
@@ -291,10 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler, state)
 
-    if config["resume"]:
-        checkpoint = latest_checkpoint(output_dir) if config["resume"] == "latest" else Path(config["resume"])
-        if checkpoint is None:
-            raise ConfigError(f"resume: no checkpoint in {output_dir / 'checkpoints'}")
+    if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         accelerator.print(f"resumed from {checkpoint}: epoch {state.epoch}, step {state.global_step}")
 
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
                 step_loss += loss.item() / accumulation
                 state.epoch_ecgs += len(values)
                 if ids_file is not None:
-                    ids_file.write("".join(f"{state.epoch}\t{i}\n" for i in batch["id"]))
+                    ids_file.write("".join(f"{state.epoch}\t{record_id}\n" for record_id in batch["id"]))
             if config["max_grad_norm"]:
                 accelerator.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
             optimizer.step()
