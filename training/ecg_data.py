@@ -155,7 +155,7 @@ def ecg_dataloader(
         raise ValueError(f"process_index={process_index} must be in [0, num_processes={num_processes})")
     names = _class_names_or_none(dataset.features)
     if isinstance(dataset, datasets.IterableDataset):
-        dataset.set_epoch(epoch)  # datasets reshuffles the shard order for every epoch > 0
+        dataset.set_epoch(epoch if shuffle else 0)  # datasets reshuffles the shard order for every epoch > 0
         source = _StreamingBatches(dataset, names, batch_size, drop_last, num_processes, process_index, start_batch,
                                    shuffle_buffer if shuffle else 0, (seed, epoch), pin_memory)
         return EcgLoader(source, None, num_workers)
@@ -163,6 +163,8 @@ def ecg_dataloader(
     source = _SOURCES.setdefault(dataset, {})
     if pin_memory not in source:  # built once per dataset: its views and its buffers serve every epoch
         source[pin_memory] = _ArrowBatches(dataset, names, pin_memory)
+    buffers = source[pin_memory].buffers
+    buffers.keep = max(buffers.keep, 2 * num_workers + 4)  # in flight + held by the caller
     return EcgLoader(source[pin_memory], batches[start_batch:], num_workers)
 
 
@@ -280,12 +282,13 @@ def _round_robin(generators):
 class _BatchBuffers:
     """Reuses int16 batch buffers once no tensor or view refers to them (thread-safe).
 
-    A fresh 30 MB buffer per batch costs one page fault per 4 KB page, which alone halves throughput. The pool hands
+    A fresh 30 MB buffer per batch costs one page fault per 4 KB page, which alone halves throughput. Up to `keep`
+    buffers (2 x workers + 4) stay allocated while their dataset object lives, across epochs. The pool hands
     out a numpy array; the caller wraps it with `torch.from_numpy`, so every tensor or view made from it keeps the
     array's refcount up, and a buffer is handed out again only when the refcount shows none is left.
     """
 
-    def __init__(self, pin_memory: bool, keep: int = 8):
+    def __init__(self, pin_memory: bool, keep: int = 4):
         self.pin_memory, self.keep, self.pool, self.lock = pin_memory, keep, [], threading.Lock()
 
     def get(self, shape) -> np.ndarray:
