@@ -13,9 +13,11 @@ peak is about 70 GFLOP/s per core, which puts the floor near 75 ms per ECG.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
+import warnings
 
 import torch
 from common import (
@@ -40,10 +42,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-sizes", default=None, help="comma-separated; default 1,16 on CPU, 1024 on GPU")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument(
-        "--dtype",
+        "--dtypes",
         default=None,
-        choices=["fp32", "bf16-autocast", "bf16"],
-        help="default fp32 on CPU, bf16-autocast on GPU; bf16 = weights cast to bfloat16",
+        help="comma-separated, timed in turn: fp32, bf16-autocast, bf16 (weights cast to bfloat16), int8-dynamic "
+        "(CPU opt-in: torch.ao dynamic int8 Linear layers); default fp32 on CPU, bf16-autocast on GPU",
     )
     parser.add_argument("--modes", default=None, help="eager,compiled; default eager on CPU, both on GPU")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
@@ -57,28 +59,36 @@ def main(argv=None) -> list[dict]:
     if not gpu:
         torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in (args.batch_sizes or ("1024" if gpu else "1,16")).split(",")]
-    dtype = args.dtype or ("bf16-autocast" if gpu else "fp32")
+    dtypes = (args.dtypes or ("bf16-autocast" if gpu else "fp32")).split(",")
     modes = (args.modes or ("eager,compiled" if gpu else "eager")).split(",")
     rounds = args.rounds or (10 if gpu else 5)
 
     config = paper_config(**(small_overrides() if args.small else {}))
     model = build_model(config, device).eval()
-    if dtype == "bf16":
-        model = model.to(torch.bfloat16)
     query_embeds = torch.randn(args.queries, config.text_config.hidden_size, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16-autocast")
-    with torch.inference_mode(), autocast:
-        query_states = model.get_query_states(query_embeds)
+    reference_ecgs = torch.rand(2, config.num_leads, config.num_samples, device=device)
+    with torch.inference_mode():
+        reference = model(reference_ecgs, query_embeds=query_embeds).logits.float()
+    precisions = {}  # dtype -> (model, autocast, query states, relative error of the logits against fp32)
+    for dtype in dtypes:
+        variant = cast(model, dtype)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16-autocast")
+        with torch.inference_mode(), autocast:
+            states = variant.get_query_states(query_embeds)
+            logits = variant(reference_ecgs, query_states=states).logits.float()
+        error = ((logits - reference).norm() / reference.norm()).item()
+        precisions[dtype] = (variant, autocast, states, error)
 
     rows = []
     for batch_size in batch_sizes:
         ecgs = torch.rand(batch_size, config.num_leads, config.num_samples, device=device)
         variants = {}
-        for mode in modes:
-            run = torch.compile(model) if mode == "compiled" else model
-            variants[(mode, "states")] = scorer(run, ecgs, autocast, query_states=query_states)
-            if not gpu:  # the per-call query work is a visible share only at small CPU batches
-                variants[(mode, "embeds")] = scorer(run, ecgs, autocast, query_embeds=query_embeds)
+        for dtype, (variant, autocast, states, _) in precisions.items():
+            for mode in modes:
+                run = torch.compile(variant) if mode == "compiled" else variant
+                variants[(dtype, mode, "states")] = scorer(run, ecgs, autocast, query_states=states)
+                if not gpu:  # the per-call query work is a visible share only at small CPU batches
+                    variants[(dtype, mode, "embeds")] = scorer(run, ecgs, autocast, query_embeds=query_embeds)
         if gpu:
             torch.cuda.reset_peak_memory_stats(device)
         times = time_interleaved(variants, device, rounds, warmup=2 if gpu else 1)
@@ -88,7 +98,7 @@ def main(argv=None) -> list[dict]:
             if gpu
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) / 1e9
-        for (mode, cache), seconds in times.items():
+        for (dtype, mode, cache), seconds in times.items():
             best, median = min(seconds), statistics.median(seconds)
             flops = forward_flops(config, args.queries, batch_size, cached_query_states=cache == "states")
             rows.append(
@@ -96,6 +106,7 @@ def main(argv=None) -> list[dict]:
                     **machine(device),
                     "model": "small" if args.small else "paper",
                     "dtype": dtype,
+                    "rel_err_vs_fp32": precisions[dtype][3],
                     "threads": None if gpu else torch.get_num_threads(),
                     "batch": batch_size,
                     "queries": args.queries,
@@ -112,6 +123,7 @@ def main(argv=None) -> list[dict]:
     description = (
         "Forward pass with 295 cached query embeddings (random weights, paper shapes unless `model` says small). "
         "`cache`: `embeds` = query_embeds passed (per-call text projection), `states` = get_query_states cached. "
+        "`rel_err_vs_fp32` = ||logits - fp32 logits|| / ||fp32 logits|| on 2 ECGs (random weights: a proxy). "
         "`achieved_tflops` = analytic matmul FLOPs (benchmarks/flops.py) / best time. CPU `peak_mem_gb` = process "
         f"peak RSS. Command: `{run_command()}` or `benchmarks/run_gpu.sh`."
     )
@@ -121,6 +133,19 @@ def main(argv=None) -> list[dict]:
         else:
             record(SECTION, description, row)
     return rows
+
+
+def cast(model, dtype: str):
+    """The model in `dtype`: itself for fp32 and autocast, a bfloat16 copy, or a dynamic-int8 copy (CPU only)."""
+    if dtype in ("fp32", "bf16-autocast"):
+        return model
+    if dtype == "bf16":
+        return copy.deepcopy(model).to(torch.bfloat16)
+    if dtype == "int8-dynamic":
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    raise ValueError(f"unknown dtype {dtype!r}")
 
 
 def scorer(model, ecgs, autocast, **queries):

@@ -38,9 +38,9 @@ has() { "$PYTHON" -c "import $1" 2>/dev/null; }
 step 150 "training step, B=256, bf16 autocast, eager + compiled" \
     "$PYTHON" benchmarks/bench_train_step.py "${DEVICE[@]}" --batch-size $TRAIN_BATCH --modes $COMPILED
 step 90 "inference, B=1024, bf16 autocast, eager + compiled" \
-    "$PYTHON" benchmarks/bench_inference.py "${DEVICE[@]}" --batch-sizes $INFER_BATCH --dtype bf16-autocast --modes $COMPILED
+    "$PYTHON" benchmarks/bench_inference.py "${DEVICE[@]}" --batch-sizes $INFER_BATCH --dtypes bf16-autocast --modes $COMPILED
 step 60 "inference, B=1024, bf16 weights, compiled" \
-    "$PYTHON" benchmarks/bench_inference.py "${DEVICE[@]}" --batch-sizes $INFER_BATCH --dtype bf16 --modes ${COMPILED#eager,}
+    "$PYTHON" benchmarks/bench_inference.py "${DEVICE[@]}" --batch-sizes $INFER_BATCH --dtypes bf16 --modes ${COMPILED#eager,}
 if has datasets && has wfdb && has accelerate && has yaml; then
     if [ -f benchmarks/bench_loader.py ] && [ "${1:-}" != "--cpu-check" ]; then
         step 90 "data loader (bench_loader.py)" "$PYTHON" benchmarks/bench_loader.py --append benchmarks/RESULTS.md

@@ -96,7 +96,7 @@ class SupremeDropPath(nn.Module):
             return x
         keep = 1.0 - self.rate
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return x * mask.div_(keep)  # scale the (batch_size, 1, 1) mask, not the whole tensor: one pass over x
 
 
 class SupremeECGEmbeddings(nn.Module):
@@ -115,10 +115,11 @@ class SupremeECGEmbeddings(nn.Module):
         """(batch_size, num_leads, num_samples) → (batch_size, num_leads * num_patches, hidden_size)."""
         batch_size = input_values.shape[0]
         # ECGs arrive as float32 from the processor; a model cast to bf16/fp16 takes them in its own dtype
-        patches = input_values.to(self.patch_embedding.weight.dtype).reshape(
+        patches = input_values.to(self.position_embeddings.dtype).reshape(
             batch_size, self.num_leads, -1, self.patch_size
         )
-        tokens = self.patch_embedding(patches) + self.lead_embeddings[:, None] + self.position_embeddings
+        # (leads, patches, width) table first, then one pass over the batch
+        tokens = self.patch_embedding(patches) + (self.lead_embeddings[:, None] + self.position_embeddings)
         return self.dropout(tokens.flatten(1, 2))
 
 
@@ -426,7 +427,7 @@ class SupremeModel(SupremePreTrainedModel):
             )
         if query_embeds.shape[0] == 0:
             raise ValueError("the query list is empty")
-        return self.text_projection(query_embeds.to(self.text_projection.fc1.weight.dtype))
+        return self.text_projection(query_embeds.to(self.dtype))
 
     @torch.no_grad()
     def get_query_states(self, query_embeds: torch.Tensor) -> SupremeQueryStates:
