@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real ECG data expected at {SHARED_DATA} (CI copies shared/ beside the checkout)")
     return SHARED_DATA
+
+
+def run_offline(args: list[str], cwd: Path, timeout: int = 300, **env) -> subprocess.CompletedProcess:
+    """`python ARGS` in a fresh process as a user runs it: offline, without PYTHONPATH, from `cwd`; must succeed."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env)
+    result = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

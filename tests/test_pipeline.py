@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import FIXTURES, tiny_config
+from conftest import FIXTURES, run_offline, tiny_config
 
 from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
 from modeling_supreme.pipeline_supreme import TASK, ZeroShotECGClassificationPipeline
@@ -71,17 +68,9 @@ def test_pipeline_in_process_scores_sorted_and_equal_to_the_model(checkpoint):
 
 def test_pipeline_loads_from_the_folder_in_a_fresh_offline_process(checkpoint, tmp_path):
     model, processor, folder = checkpoint
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(RECORD), json.dumps(QUERIES)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_offline(
+        ["-c", FRESH_PROCESS, folder, RECORD, json.dumps(QUERIES)], cwd=tmp_path, HF_HOME=str(tmp_path / "hf_home")
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["module"].startswith("transformers_modules.")
     expected = expected_scores(model, processor, QUERIES)

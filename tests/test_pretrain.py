@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from conftest import run_offline
 from pretrain_fixture import write_ptbxl_dataset
 from safetensors.torch import load_file
 
@@ -102,10 +103,7 @@ inputs = processor(text=["sinus rhythm", "atrial fibrillation"], ecg=torch.randn
                    lead_names=["I","II","III","aVR","aVL","aVF","V1","V2","V3","V4","V5","V6"], return_tensors="pt")
 print("logits", tuple(model(**inputs).logits.shape))
 """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            env={**env, "HF_HUB_OFFLINE": "1"}, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_offline(["-c", script], cwd=tmp_path, timeout=120)
     assert "logits (1, 2)" in result.stdout
 
     original = load_file(str(minilm_path / "model.safetensors"))

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import torch
-from conftest import FIXTURES, tiny_config
+from conftest import FIXTURES, run_offline, tiny_config
 
 from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
 
@@ -59,17 +56,7 @@ def test_save_and_load_through_auto_classes_in_fresh_offline_process(tmp_path, t
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(RECORD)],
-        cwd=outside,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_offline(["-c", FRESH_PROCESS, folder, RECORD], cwd=outside, HF_HOME=str(tmp_path / "hf_home"))
     modules = json.loads(result.stdout.strip().splitlines()[-1])
     for part in ("model", "processor", "feature_extractor", "config"):
         assert modules[part].startswith("transformers_modules."), modules
