@@ -435,6 +435,8 @@ class SupremeModel(SupremePreTrainedModel):
         (num_queries, text_hidden_size) → [`SupremeQueryStates`], to pass as `query_states` when scoring many ECG
         batches against one query list (zero-shot evaluation, serving). Call it in eval mode, with the weights it will
         be used with: the states carry no dropout and go stale when the weights change."""
+        if self.training:
+            raise ValueError("get_query_states caches inference states: call model.eval() first")
         targets = self.project_queries(query_embeds)
         if len(self.fusion.layers) == 0:
             return SupremeQueryStates(query_embeds=targets)

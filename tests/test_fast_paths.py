@@ -63,6 +63,8 @@ def test_cached_query_states_are_refused_in_training(inputs):
     states = model.eval().get_query_states(embeds)
     with pytest.raises(ValueError, match="query_states are cached for inference"):
         model.train()(ecgs, query_states=states)
+    with pytest.raises(ValueError, match="eval"):
+        model.get_query_states(embeds)
 
 
 def test_bf16_autocast_and_bf16_weights_stay_within_one_percent(model, inputs):
@@ -102,6 +104,10 @@ def test_compiled_model_has_one_graph_and_equals_eager(inputs):
     assert compiled_grads.keys() == eager_grads.keys() and len(eager_grads) > 0
     for name, grad in eager_grads.items():
         torch.testing.assert_close(compiled_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+    # drop path and dropout on (random draws differ from eager, so no comparison): still one graph
+    noisy = SupremeModel(tiny_config(num_hidden_layers=1, fusion_num_layers=1, drop_path_rate=0.5)).train()
+    torch.compile(noisy, fullgraph=True, backend="eager")(ecgs, query_embeds=embeds, labels=labels).loss.backward()
 
 
 @pytest.mark.parametrize("overrides", [{}, dict(num_hidden_layers=1, fusion_num_layers=3, fusion_intermediate_size=48)])
