@@ -192,10 +192,7 @@ def main(argv=None) -> dict:
         f"`wall_s` includes start-up, query embedding and checkpoints. Command: `{run_command()}` or "
         "`benchmarks/run_gpu.sh`."
     )
-    if args.no_record:
-        print(json.dumps(row))
-    else:
-        record(SECTION, description, row)
+    record(SECTION, description, row, dry_run=args.no_record)
     return row
 
 

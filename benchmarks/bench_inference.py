@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import resource
 import statistics
 import warnings
@@ -128,10 +127,7 @@ def main(argv=None) -> list[dict]:
         f"peak RSS. Command: `{run_command()}` or `benchmarks/run_gpu.sh`."
     )
     for row in rows:
-        if args.no_record:
-            print(json.dumps(row))
-        else:
-            record(SECTION, description, row)
+        record(SECTION, description, row, dry_run=args.no_record)
     return rows
 
 

@@ -45,14 +45,21 @@ def build(folder: Path, n_rows: int) -> None:
     def rows():
         for i in range(n_rows):
             record = records[i % len(records)]
-            yield {"id": str(i), "subject_id": str(i // 2), "ecg": record.digital, "adc_gain": record.adc_gain.tolist(),
-                   "report": "", "labels": sorted(rng.choice(295, rng.integers(1, 8), replace=False).tolist())}
+            yield {
+                "id": str(i),
+                "subject_id": str(i // 2),
+                "ecg": record.digital,
+                "adc_gain": record.adc_gain.tolist(),
+                "report": "",
+                "labels": sorted(rng.choice(295, rng.integers(1, 8), replace=False).tolist()),
+            }
 
     features = ecg_features(names)
     groups_per_shard = math.ceil(math.ceil(n_rows / 100) / 4)  # 4 shards of 100-row groups (~121 kB a row in Arrow)
     write_split(rows(), features, folder, "train", max_shard_bytes=int((groups_per_shard + 0.5) * 100 * 121_000))
-    write_dataset_card(folder, pretty_name="bench", license="cc-by-4.0", citation="-", features=features,
-                       description="benchmark data")
+    write_dataset_card(
+        folder, pretty_name="bench", license="cc-by-4.0", citation="-", features=features, description="benchmark data"
+    )
 
 
 def ecg_per_s(make_loader, repeats: int, device: torch.device) -> float:
@@ -88,18 +95,48 @@ def main() -> None:
         parquet_mb = sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 1e6
         start = time.perf_counter()
         ds = load_ecg_dataset(folder, cache_dir=str(cache))
-        results = [("load_dataset: Parquet -> Arrow cache (once per dataset)", 0, args.rows / (time.perf_counter() - start))]
+        results = [
+            ("load_dataset: Parquet -> Arrow cache (once per dataset)", 0, args.rows / (time.perf_counter() - start))
+        ]
         for workers in sorted({0, 2, n_cpu}):
-            results.append(("ecg_dataloader, shuffled epoch", workers, ecg_per_s(
-                lambda w=workers: ecg_dataloader(ds, args.batch_size, shuffle=True, num_workers=w), args.repeats, device)))
+            results.append(
+                (
+                    "ecg_dataloader, shuffled epoch",
+                    workers,
+                    ecg_per_s(
+                        lambda w=workers: ecg_dataloader(ds, args.batch_size, shuffle=True, num_workers=w),
+                        args.repeats,
+                        device,
+                    ),
+                )
+            )
         stream = load_ecg_dataset(folder, streaming=True)
-        results.append(("ecg_dataloader, streaming Parquet, in order", 0, ecg_per_s(
-            lambda: ecg_dataloader(stream, args.batch_size, shuffle=False), args.repeats, device)))
-        results.append(("ecg_dataloader, streaming Parquet, shuffle buffer 1000", 2, ecg_per_s(
-            lambda: ecg_dataloader(stream, args.batch_size, shuffle=True, num_workers=2), 1, device)))
+        results.append(
+            (
+                "ecg_dataloader, streaming Parquet, in order",
+                0,
+                ecg_per_s(lambda: ecg_dataloader(stream, args.batch_size, shuffle=False), args.repeats, device),
+            )
+        )
+        results.append(
+            (
+                "ecg_dataloader, streaming Parquet, shuffle buffer 1000",
+                2,
+                ecg_per_s(lambda: ecg_dataloader(stream, args.batch_size, shuffle=True, num_workers=2), 1, device),
+            )
+        )
         torch_ds = ds.with_format("torch", columns=["ecg", "adc_gain", "labels"]).select(range(min(args.rows, 1024)))
-        results.append(("datasets torch formatter + DataLoader (int16 widened to int64)", 0, ecg_per_s(
-            lambda: torch.utils.data.DataLoader(torch_ds, batch_size=args.batch_size, collate_fn=_stack), 2, device)))
+        results.append(
+            (
+                "datasets torch formatter + DataLoader (int16 widened to int64)",
+                0,
+                ecg_per_s(
+                    lambda: torch.utils.data.DataLoader(torch_ds, batch_size=args.batch_size, collate_fn=_stack),
+                    2,
+                    device,
+                ),
+            )
+        )
 
     description = (
         f"`benchmarks/bench_loader.py`: ECG/s from a local dataset in the project's schema to `--device` tensors "
@@ -111,11 +148,25 @@ def main() -> None:
     if not args.no_record:
         for name, workers, rate in results:
             info = machine(device)
-            record("Data loader", description, {
-                "path": name, "workers": workers, "ECG/s": round(rate), "rows": args.rows, "batch": args.batch_size,
-                "device": str(device), "cpu": info["cpu"], "gpu": info["gpu"], "torch": info["torch"],
-                "datasets": datasets.__version__, "pyarrow": pyarrow.__version__, "date": info["date"],
-                "load_avg_1min": info["load_avg_1min"]})
+            record(
+                "Data loader",
+                description,
+                {
+                    "path": name,
+                    "workers": workers,
+                    "ECG/s": round(rate),
+                    "rows": args.rows,
+                    "batch": args.batch_size,
+                    "device": str(device),
+                    "cpu": info["cpu"],
+                    "gpu": info["gpu"],
+                    "torch": info["torch"],
+                    "datasets": datasets.__version__,
+                    "pyarrow": pyarrow.__version__,
+                    "date": info["date"],
+                    "load_avg_1min": info["load_avg_1min"],
+                },
+            )
     else:
         for name, workers, rate in results:
             print(json.dumps({"path": name, "workers": workers, "ECG/s": round(rate)}))

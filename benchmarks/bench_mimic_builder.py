@@ -65,8 +65,9 @@ def make_records(root: Path, n: int, seed: int = 0) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         signal = sources[i % len(sources)]
         signal.tofile(folder / f"{study}.dat")
-        lines = [f"{study} 12 500 5000"] + [f"{study}.dat 16 200.0(0)/mV 16 0 {signal[0, j]} 0 0 {lead}"
-                                             for j, lead in enumerate(MIMIC_LEADS)]
+        lines = [f"{study} 12 500 5000"] + [
+            f"{study}.dat 16 200.0(0)/mV 16 0 {signal[0, j]} 0 0 {lead}" for j, lead in enumerate(MIMIC_LEADS)
+        ]
         (folder / f"{study}.hea").write_text("\n".join(lines + [f"# <subject_id>: {subject}"]) + "\n")
         picks = rng.choice(len(rows), size=int(rng.integers(1, 4)), replace=False, p=weights / weights.sum())
         statements = [capitalise(rows[k]["statement"]) for k in picks] + ["Abnormal ECG"]
@@ -114,8 +115,9 @@ def main() -> None:
         kb = Path(task["parquet"]).stat().st_size / len(records) / 1000
 
         start = time.perf_counter()
-        stats = build(BuildConfig(input=str(root), output=str(work / "out2"), num_proc=args.num_proc,
-                                  records_per_shard=500))
+        stats = build(
+            BuildConfig(input=str(root), output=str(work / "out2"), num_proc=args.num_proc, records_per_shard=500)
+        )
         wall = stats["records"]["kept"] / (time.perf_counter() - start)
 
         fixture = build_mimic_fixture(work / "fixture")
@@ -124,8 +126,11 @@ def main() -> None:
         occurrences = sum(r["n_records"] for r in rows)
 
         def ratio(s):
-            return s["labelling"]["distinct_statements"] / (s["records"]["kept"] + s["records"]["dropped"].get(
-                "truncated_signal", 0) + s["records"]["dropped"].get("missing_header", 0))
+            return s["labelling"]["distinct_statements"] / (
+                s["records"]["kept"]
+                + s["records"]["dropped"].get("truncated_signal", 0)
+                + s["records"]["dropped"].get("missing_header", 0)
+            )
 
         result = {
             "machine": machine(torch.device("cpu")),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import statistics
 import subprocess
 import sys
@@ -146,7 +145,7 @@ def main(argv=None) -> list[dict]:
         f"drop path on. Command: `{run_command()}`."
     )
     for row in rows:
-        print(json.dumps(row)) if args.no_record else record(SECTION, description, row)
+        record(SECTION, description, row, dry_run=args.no_record)
     return rows
 
 

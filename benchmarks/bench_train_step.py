@@ -13,7 +13,6 @@ divides the analytic matmul count of benchmarks/flops.py (forward + backward) by
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 
@@ -119,10 +118,7 @@ def main(argv=None) -> list[dict]:
         f"Command: `{run_command()}` or `benchmarks/run_gpu.sh`."
     )
     for row in rows:
-        if args.no_record:
-            print(json.dumps(row))
-        else:
-            record(SECTION, description, row)
+        record(SECTION, description, row, dry_run=args.no_record)
     return rows
 
 

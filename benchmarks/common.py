@@ -92,13 +92,16 @@ def build_model(config, device: torch.device):
     return SupremeModel(config).to(device)
 
 
-def record(section: str, description: str, row: dict, path: Path = RESULTS) -> None:
-    """Print `row` as one JSON line and append it to `section`'s table in RESULTS.md (creating the section).
+def record(section: str, description: str, row: dict, path: Path = RESULTS, dry_run: bool = False) -> None:
+    """Print `row` as one JSON line and append it to `section`'s table in RESULTS.md (creating the section);
+    `dry_run` (the scripts' --no-record) only prints.
 
     Sections belong to scripts: each run adds one table row under its own heading and leaves the rest of the file
     as it is, so several engineers and machines can add to one file.
     """
     print(json.dumps(row), flush=True)
+    if dry_run:
+        return
     line = "| " + " | ".join(_cell(value) for value in row.values()) + " |"
     text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by one script.\n"
     heading = f"## {section}"
