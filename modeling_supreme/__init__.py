@@ -2,7 +2,7 @@
 this package re-exports the classes for local use (training, builders, tests)."""
 
 from .configuration_supreme import SupremeConfig
-from .modeling_supreme import SupremeECGModel, SupremeModel
+from .modeling_supreme import SupremeECGModel, SupremeModel, SupremeQueryStates
 from .processing_supreme import SupremeFeatureExtractor, SupremeProcessor
 
-__all__ = ["SupremeConfig", "SupremeECGModel", "SupremeFeatureExtractor", "SupremeModel", "SupremeProcessor"]
+__all__ = ["SupremeConfig", "SupremeECGModel", "SupremeFeatureExtractor", "SupremeModel", "SupremeProcessor", "SupremeQueryStates"]

@@ -36,7 +36,7 @@ class ZeroShotECGClassificationPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._cached_labels: tuple[str, ...] | None = None
-        self._cached_embeddings: torch.Tensor | None = None
+        self._cached_states = None
 
     def __call__(self, ecg, candidate_labels: str | list[str] | None = None, **kwargs):
         """Returns, per ECG, a list of `{"label", "score"}` sorted by decreasing score."""
@@ -59,18 +59,20 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         inputs = self.processor(ecg=ecg, sampling_rate=sampling_rate, lead_names=lead_names, return_tensors="pt")
         return {"input_values": inputs["input_values"], "candidate_labels": labels}
 
-    def _query_embeddings(self, labels: tuple[str, ...]) -> torch.Tensor:
+    def _query_states(self, labels: tuple[str, ...]):
+        """Everything computed from the labels alone, kept until the labels change."""
         if labels != self._cached_labels:
-            self._cached_embeddings = self.model.encode_queries(
+            query_embeds = self.model.encode_queries(
                 list(labels), self.processor.tokenizer, max_length=self.processor.query_max_length
             )
+            self._cached_states = self.model.get_query_states(query_embeds)
             self._cached_labels = labels
-        return self._cached_embeddings
+        return self._cached_states
 
     def _forward(self, model_inputs):
         labels = model_inputs["candidate_labels"]
-        query_embeds = self._query_embeddings(tuple(labels))
-        logits = self.model(input_values=model_inputs["input_values"], query_embeds=query_embeds).logits
+        query_states = self._query_states(tuple(labels))
+        logits = self.model(input_values=model_inputs["input_values"], query_states=query_states).logits
         return {"logits": logits, "candidate_labels": labels}
 
     def postprocess(self, model_outputs):

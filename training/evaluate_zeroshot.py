@@ -70,16 +70,17 @@ def zeroshot_logits(model, tokenizer, dataset: datasets.Dataset, queries: Sequen
     """Score every ECG of `dataset` against `queries`.
 
     Returns logits (num_examples, num_queries), multi-hot labels (num_examples, num_queries) and the record ids.
-    The queries are embedded once (`encode_queries`); ECGs travel as int16 and are normalised on the model's device.
+    The query side is computed once (`encode_queries`, `get_query_states`); ECGs travel as int16 and are normalised
+    on the model's device.
     """
     was_training = model.training
     model.eval()
     device = model.device
-    query_embeds = model.encode_queries(list(queries), tokenizer)
+    query_states = model.get_query_states(model.encode_queries(list(queries), tokenizer))  # once per set
     logits, labels, ids = [], [], []
     for batch in ecg_dataloader(dataset, batch_size=batch_size, shuffle=False, drop_last=False):
         values = ecg_from_digital(batch["ecg"].to(device), batch["adc_gain"].to(device), normalization)
-        logits.append(model(input_values=values, query_embeds=query_embeds).logits.float().cpu())
+        logits.append(model(input_values=values, query_states=query_states).logits.float().cpu())
         labels.append(batch["labels"])
         ids += batch["id"]
     model.train(was_training)
