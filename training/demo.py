@@ -100,7 +100,7 @@ def write_held_out_set(rows: dict[int, dict], folder: Path) -> list[str]:
     return classes
 
 
-QUIET = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}  # epoch summaries stay; progress bars go
+QUIET = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}  # summaries stay, progress bars go
 
 
 def run(command: list[str], what: str) -> None:

@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
         batches = iter(loader)
         total = None if config["streaming"] else steps_per_epoch
         progress = tqdm(total=total, initial=state.step_in_epoch, desc=f"epoch {state.epoch}",
-                        disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+                        disable=None if accelerator.is_local_main_process else True,  # None: off in logs
+                        dynamic_ncols=True)
         start, ecgs_before = time.perf_counter(), state.epoch_ecgs
         while state.global_step < max_steps:
             group = list(itertools.islice(batches, accumulation))
