@@ -42,10 +42,25 @@ def run_cli(capsys, *argv):
 
 
 def test_console_script_help():
-    for argv in (["--help"], ["classify", "--help"], ["explain", "--help"], ["build", "ptbxl", "--help"]):
+    for argv in (["--help"], ["classify", "--help"], ["build", "ptbxl", "--help"], ["train", "--help"]):
         result = subprocess.run([str(SUPREME), *argv], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (argv, result.stderr[-2000:])
         assert "usage:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "script"),
+    [
+        (["explain", "--help"], "supreme explain"),
+        (["evaluate", "--help"], "evaluate_zeroshot.py"),
+        (["probe", "--help"], "linear_probe.py"),
+        (["build", "mimic-iv-ecg", "--help"], "builders.mimic_iv_ecg"),
+        (["build", "csn", "--help"], "csn.py"),
+    ],
+)
+def test_every_command_has_help(capsys, argv, script):
+    status, out, _ = run_cli(capsys, *argv)
+    assert status == 0 and out.startswith("usage:") and script in out.splitlines()[0]
 
 
 def test_classify_real_records_prints_each_querys_probability(checkpoint, capsys):

@@ -103,9 +103,9 @@ def explain(args) -> None:
     print(path)
 
 
-def forward_module(module: str, argv: list[str], program: str) -> None:
+def forward_module(module: str, argv: list[str]) -> None:
     """Run `module` as `python -m module argv...`, in this process."""
-    sys.argv = [program, *argv]
+    sys.argv = [sys.argv[0], *argv]  # run_module puts the module's path in argv[0]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
@@ -151,9 +151,9 @@ def forward(command: str, argv: list[str]) -> None:
     if command == "build":
         if not argv or argv[0] not in BUILDERS:
             raise CommandError(f"usage: supreme build {{{','.join(BUILDERS)}}} ARGS... (then --help for the builder's)")
-        forward_module(BUILDERS[argv[0]], argv[1:], f"supreme build {argv[0]}")
+        forward_module(BUILDERS[argv[0]], argv[1:])
         return
-    forward_module(SCRIPTS[command], argv, f"supreme {command}")
+    forward_module(SCRIPTS[command], argv)
 
 
 def main(argv: list[str] | None = None) -> None:
