@@ -20,13 +20,13 @@ import warnings
 
 import torch
 from common import (
-    PAPER_QUERIES,
     build_model,
     machine,
+    model_arguments,
     paper_config,
-    pick_device,
     record,
     run_command,
+    setup_device,
     synchronize,
     time_interleaved,
 )
@@ -37,9 +37,8 @@ SECTION = "Zero-shot inference (bench_inference.py)"
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    model_arguments(parser)
     parser.add_argument("--batch-sizes", default=None, help="comma-separated; default 1,16 on CPU, 1024 on GPU")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument(
         "--dtypes",
         default=None,
@@ -48,15 +47,10 @@ def main(argv=None) -> list[dict]:
     )
     parser.add_argument("--modes", default=None, help="eager,compiled; default eager on CPU, both on GPU")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
-    parser.add_argument("--queries", type=int, default=PAPER_QUERIES)
-    parser.add_argument("--small", action="store_true", help="a tiny model, to check the script quickly")
-    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only")
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
+    device = setup_device(args)
     gpu = device.type == "cuda"
-    if not gpu:
-        torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in (args.batch_sizes or ("1024" if gpu else "1,16")).split(",")]
     dtypes = (args.dtypes or ("bf16-autocast" if gpu else "fp32")).split(",")
     modes = (args.modes or ("eager,compiled" if gpu else "eager")).split(",")

@@ -26,9 +26,9 @@ from common import (
     build_model,
     machine,
     paper_config,
-    pick_device,
     record,
     run_command,
+    setup_device,
     time_interleaved,
 )
 
@@ -58,18 +58,16 @@ def load_revision(revision: str):
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--revision", default="4b2c79a", help="git revision of the earlier modeling_supreme.py")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--batch-sizes", default=None, help="inference batches (default 1,16 CPU; 1024 GPU)")
     parser.add_argument("--train-batch", type=int, default=None, help="default 2 CPU, 256 GPU")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
+    device = setup_device(args)
     gpu = device.type == "cuda"
-    if not gpu:
-        torch.set_num_threads(args.threads)
     config = paper_config()
     current = build_model(config, device)
     earlier = load_revision(args.revision).SupremeModel(config).to(device)

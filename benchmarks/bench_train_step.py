@@ -17,7 +17,16 @@ import resource
 import statistics
 
 import torch
-from common import PAPER_QUERIES, build_model, machine, paper_config, pick_device, record, run_command, time_calls
+from common import (
+    build_model,
+    machine,
+    model_arguments,
+    paper_config,
+    record,
+    run_command,
+    setup_device,
+    time_calls,
+)
 from flops import train_step_flops
 
 from modeling_supreme.processing_supreme import ecg_from_digital
@@ -41,22 +50,16 @@ def make_step(model, optimizer, ecg, adc_gain, labels, query_embeds, autocast):
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="default 256 on GPU, 4 on CPU")
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per mode (default 20 GPU, 3 CPU)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--queries", type=int, default=PAPER_QUERIES)
     parser.add_argument("--no-autocast", action="store_true", help="fp32 instead of bf16 autocast")
-    parser.add_argument("--small", action="store_true", help="a tiny model, to check the script quickly")
-    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only")
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
+    device = setup_device(args)
     gpu = device.type == "cuda"
-    if not gpu:
-        torch.set_num_threads(args.threads)
     batch_size = args.batch_size or (256 if gpu else 4)
     steps = args.steps or (20 if gpu else 3)
     from bench_inference import small_overrides

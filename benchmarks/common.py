@@ -46,6 +46,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def model_arguments(parser) -> None:
+    """The options every model benchmark shares: device, CPU threads, query count, a tiny model, no recording."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--queries", type=int, default=PAPER_QUERIES)
+    parser.add_argument("--small", action="store_true", help="a tiny model, to check the script quickly")
+    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only")
+
+
+def setup_device(args) -> torch.device:
+    """The device `args.device` names; on the CPU, `args.threads` threads."""
+    device = pick_device(args.device)
+    if device.type != "cuda":
+        torch.set_num_threads(args.threads)
+    return device
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
