@@ -25,22 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import PAPER_QUERIES, REPO, machine, pick_device, record, run_command
+from common import PAPER_QUERIES, REPO, SMALL_MODEL, machine, pick_device, record, run_command
 
 SECTION = "End-to-end trainer (bench_end_to_end.py)"
 PTBXL = REPO / "tests" / "data" / "ptbxl" / "records500" / "00000"
-SMALL_MODEL = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    projection_hidden_size=32,
-    projection_dim=32,
-    fusion_num_layers=1,
-    fusion_num_attention_heads=2,
-    fusion_intermediate_size=64,
-    classifier_hidden_size=32,
-)
 
 
 def query_names(count: int) -> list[str]:
@@ -139,7 +127,7 @@ def main(argv=None) -> dict:
         "--text_encoder",
         str(encoder),
         "--model_config",
-        json.dumps(SMALL_MODEL if args.small else {}),
+        json.dumps(SMALL_MODEL if args.small else {}),  # its text_config yields to --text_encoder
         "--global_batch_size",
         str(batch_size),
         "--per_device_batch_size",

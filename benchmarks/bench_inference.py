@@ -20,6 +20,7 @@ import warnings
 
 import torch
 from common import (
+    SMALL_MODEL,
     build_model,
     machine,
     model_arguments,
@@ -56,7 +57,7 @@ def main(argv=None) -> list[dict]:
     modes = (args.modes or ("eager,compiled" if gpu else "eager")).split(",")
     rounds = args.rounds or (10 if gpu else 5)
 
-    config = paper_config(**(small_overrides() if args.small else {}))
+    config = paper_config(**(SMALL_MODEL if args.small else {}))
     model = build_model(config, device).eval()
     query_embeds = torch.randn(args.queries, config.text_config.hidden_size, device=device)
     reference_ecgs = torch.rand(2, config.num_leads, config.num_samples, device=device)
@@ -146,22 +147,6 @@ def scorer(model, ecgs, autocast, **queries):
             return model(ecgs, **queries).logits
 
     return call
-
-
-def small_overrides() -> dict:
-    return dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        projection_hidden_size=64,
-        projection_dim=64,
-        fusion_num_layers=2,
-        fusion_num_attention_heads=2,
-        fusion_intermediate_size=128,
-        classifier_hidden_size=64,
-        text_config=dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
-    )
 
 
 if __name__ == "__main__":

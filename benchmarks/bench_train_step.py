@@ -18,6 +18,7 @@ import statistics
 
 import torch
 from common import (
+    SMALL_MODEL,
     build_model,
     machine,
     model_arguments,
@@ -62,9 +63,8 @@ def main(argv=None) -> list[dict]:
     gpu = device.type == "cuda"
     batch_size = args.batch_size or (256 if gpu else 4)
     steps = args.steps or (20 if gpu else 3)
-    from bench_inference import small_overrides
 
-    config = paper_config(**(small_overrides() if args.small else {}))
+    config = paper_config(**(SMALL_MODEL if args.small else {}))
     generator = torch.Generator(device=device).manual_seed(0)
     ecg = torch.randint(
         -2000,

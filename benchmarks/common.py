@@ -94,6 +94,22 @@ def time_interleaved(fns: dict, device: torch.device, rounds: int, warmup: int =
     return times
 
 
+# `--small`: a tiny model that checks a script's wiring in seconds (its figures are not recorded by run_gpu.sh).
+SMALL_MODEL = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    projection_hidden_size=64,
+    projection_dim=64,
+    fusion_num_layers=2,
+    fusion_num_attention_heads=2,
+    fusion_intermediate_size=128,
+    classifier_hidden_size=64,
+    text_config=dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+)
+
+
 def paper_config(**overrides):
     """The paper's shapes (ViT-tiny, patch 125, CFN defaults) with a MedCPT-shaped text config."""
     from modeling_supreme import SupremeConfig
