@@ -20,16 +20,13 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from builders.dataset_writing import write_split
+from builders.dataset_writing import SAMPLING_RATE, write_split
 from builders.split_tables import SplitTable
-from modeling_supreme.processing_supreme import CANONICAL_LEADS, fit_length, resample
+from modeling_supreme.processing_supreme import CANONICAL_LEADS
 
 logger = logging.getLogger(__name__)
 
-TARGET_FS = 500.0
-TARGET_SAMPLES = 5000
 STATS_FILE = "build_stats.json"
-_INT16 = np.iinfo(np.int16)
 
 MERL_CITATION = """@inproceedings{liu2024zero,
   title={Zero-Shot ECG Classification with Multimodal Learning and Test-time Clinical Knowledge Enhancement},
@@ -66,21 +63,6 @@ class SplitStats:
     notes: list[str] = field(default_factory=list)
 
 
-def to_benchmark_ecg(digital: np.ndarray, fs: float, first_samples: int | None = None) -> np.ndarray:
-    """(12, n) digital samples at `fs` Hz -> int16 (12, 5000) at 500 Hz.
-
-    Resampling is polyphase (the processor's `resample`), rounded back to ADC units and clipped to int16; then the
-    first 5000 samples are kept (zero-padded when shorter). `first_samples` keeps only the first N samples at 500 Hz and
-    zero-pads the rest (MERL's CPSC-2018 protocol: N = 2500).
-    """
-    x = digital
-    if fs != TARGET_FS:
-        x = np.clip(np.rint(resample(np.asarray(x, dtype=np.float64), fs, TARGET_FS)), _INT16.min, _INT16.max)
-    if first_samples is not None:
-        x = x[:, :first_samples]
-    return np.asarray(fit_length(x, TARGET_SAMPLES), dtype=np.int16)
-
-
 def record_notes(record, path) -> list[str]:
     """What was changed to fit a WFDB record (`EcgRecord`) into the schema, for the build report."""
     canonical = {lead.lower() for lead in CANONICAL_LEADS}
@@ -88,8 +70,8 @@ def record_notes(record, path) -> list[str]:
     extra = [lead for lead in record.source_leads if lead.lower() not in canonical]
     if extra:
         notes.append(f"{path}: dropped non-standard lead(s) {', '.join(extra)}")
-    if record.fs != TARGET_FS:
-        notes.append(f"{path}: resampled from {record.fs:g} Hz to {TARGET_FS:g} Hz")
+    if record.fs != SAMPLING_RATE:
+        notes.append(f"{path}: resampled from {record.fs:g} Hz to {SAMPLING_RATE:g} Hz")
     return notes
 
 

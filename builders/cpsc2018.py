@@ -40,9 +40,8 @@ from builders.benchmark_sets import (
     load_stats,
     record_notes,
     stats_section,
-    to_benchmark_ecg,
 )
-from builders.dataset_writing import ecg_features, write_dataset_card
+from builders.dataset_writing import ecg_features, to_schema_ecg, write_dataset_card
 from builders.split_tables import load_split_tables
 from builders.wfdb_reading import RecordError, read_wfdb
 
@@ -117,7 +116,7 @@ def _load_wfdb(header: Path, first_samples: int | None) -> dict:
     return {
         "id": header.stem,
         "subject_id": header.stem,
-        "ecg": to_benchmark_ecg(record.digital, record.fs, first_samples),
+        "ecg": to_schema_ecg(record.digital, record.fs, first_samples),
         "adc_gain": record.adc_gain,
         "report": "",
         "age": as_age(fields.get("age")),
@@ -153,7 +152,7 @@ def _load_original(path: Path, first_samples: int | None) -> dict:
     return {
         "id": path.stem,
         "subject_id": path.stem,
-        "ecg": to_benchmark_ecg(digital, ORIGINAL_FS, first_samples),
+        "ecg": to_schema_ecg(digital, ORIGINAL_FS, first_samples),
         "adc_gain": np.full(12, ORIGINAL_GAIN, dtype=np.float32),
         "report": "",
         "age": as_age(getattr(ecg, "age", None)),

@@ -37,9 +37,8 @@ from builders.benchmark_sets import (
     record_notes,
     save_stats,
     stats_section,
-    to_benchmark_ecg,
 )
-from builders.dataset_writing import ecg_features, write_dataset_card
+from builders.dataset_writing import ecg_features, to_schema_ecg, write_dataset_card
 from builders.split_tables import load_split_tables
 from builders.wfdb_reading import read_wfdb
 
@@ -138,7 +137,7 @@ def _load_record(header: Path, names: dict[str, str], unknown: Counter) -> dict:
     return {
         "id": header.stem,
         "subject_id": header.stem,
-        "ecg": to_benchmark_ecg(record.digital, record.fs),
+        "ecg": to_schema_ecg(record.digital, record.fs),
         "adc_gain": record.adc_gain,
         "report": "; ".join(names.get(code, f"SNOMED CT {code}") for code in codes),
         "age": as_age(fields.get("age")),

@@ -23,10 +23,29 @@ import pyarrow.parquet as pq
 import yaml
 from datasets.features.features import encode_nested_example
 
+from modeling_supreme.processing_supreme import fit_length, resample
+
 ECG_SHAPE = (12, 5000)
+SAMPLING_RATE = 500.0
 MAX_SHARD_BYTES = 500 * 1000**2
 ROWS_PER_GROUP = 100
 DEFAULT_CONFIG = "default"
+
+
+def to_schema_ecg(digital: np.ndarray, fs: float, first_samples: int | None = None) -> np.ndarray:
+    """(12, n) digital samples at `fs` Hz -> int16 (12, 5000) at 500 Hz, as the `ecg` column stores them.
+
+    Resampling is polyphase (the processor's `resample`), rounded back to ADC units and clipped to int16; then the
+    first 5000 samples are kept (zero-padded when shorter). `first_samples` keeps only the first N samples at 500 Hz and
+    zero-pads the rest (MERL's CPSC-2018 protocol: N = 2500).
+    """
+    x = digital
+    if fs != SAMPLING_RATE:
+        int16 = np.iinfo(np.int16)
+        x = np.clip(np.rint(resample(np.asarray(x, dtype=np.float64), fs, SAMPLING_RATE)), int16.min, int16.max)
+    if first_samples is not None:
+        x = x[:, :first_samples]
+    return np.asarray(fit_length(x, ECG_SHAPE[1]), dtype=np.int16)
 
 
 def ecg_features(class_names: Sequence[str], extra: Mapping[str, datasets.features.FeatureType] | None = None

@@ -27,6 +27,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
 import signal
 import time
@@ -35,10 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pandas as pd
 
-from builders.dataset_writing import ecg_features, push_to_hub, write_dataset_card, write_shard
+from builders.dataset_writing import (
+    ECG_SHAPE,
+    SAMPLING_RATE,
+    ecg_features,
+    push_to_hub,
+    to_schema_ecg,
+    write_dataset_card,
+    write_shard,
+)
 from builders.labelling.cache import ResponseCache
 from builders.labelling.extraction import BACKENDS, make_extractor
 from builders.labelling.mapping import DEFAULT_TEXT_ENCODER, TextEncoder, map_entities
@@ -48,7 +56,6 @@ from builders.labelling.vocabulary import load_vocabulary, normalize_phrase
 from builders.wfdb_reading import RecordError, read_wfdb
 
 N_REPORTS = 18
-FS, N_SAMPLES = 500, 5000
 SPLITS = ("train", "validation")
 ENTITY = {"entity": datasets.Value("string"), "category": datasets.Value("string"), "term": datasets.Value("string")}
 EXTRA_FEATURES = {"ecg_time": datasets.Value("string"), "entities": datasets.List(ENTITY)}
@@ -273,23 +280,16 @@ def write_record_shard(task: dict) -> dict:
                 note["dropped"].append({"study_id": r["study_id"], "subject_id": r["subject_id"],
                                         "reason": error.reason, "detail": str(error).replace(str(root) + os.sep, "")})
                 continue
-            digital = ecg.digital
-            if ecg.fs != FS:
-                from modeling_supreme.processing_supreme import resample
-
-                digital = np.rint(resample(digital.astype(np.float64), ecg.fs, FS)).clip(-32768, 32767)
-                note["resampled"] += 1
-            if digital.shape[1] != N_SAMPLES:
-                from modeling_supreme.processing_supreme import fit_length
-
-                digital = fit_length(digital, N_SAMPLES)
-                note["length_fitted"] += 1
+            note["resampled"] += ecg.fs != SAMPLING_RATE
+            # resample_poly's output length: ceil(n * 500 / fs)
+            note["length_fitted"] += math.ceil(ecg.digital.shape[1] * SAMPLING_RATE / ecg.fs) != ECG_SHAPE[1]
+            digital = to_schema_ecg(ecg.digital, ecg.fs)
             note["samples_filled"] += ecg.n_filled
             note["records_filled"] += ecg.n_filled > 0
             note["label_counts"].update(r["labels"])
             note["unlabelled"] += not r["labels"]
             note["subjects"].add(r["subject_id"])
-            yield {"id": r["study_id"], "subject_id": r["subject_id"], "ecg": digital.astype(np.int16),
+            yield {"id": r["study_id"], "subject_id": r["subject_id"], "ecg": digital,
                    "adc_gain": ecg.adc_gain, "report": r["report"], "labels": r["labels"], "ecg_time": r["ecg_time"],
                    "entities": r["entities"]}
 

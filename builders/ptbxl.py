@@ -29,9 +29,8 @@ from builders.benchmark_sets import (
     load_stats,
     record_notes,
     stats_section,
-    to_benchmark_ecg,
 )
-from builders.dataset_writing import ecg_features, write_dataset_card
+from builders.dataset_writing import ecg_features, to_schema_ecg, write_dataset_card
 from builders.split_tables import load_split_tables
 from builders.wfdb_reading import read_wfdb
 
@@ -112,7 +111,7 @@ def _load_record(input_dir: Path, meta: dict, ecg_id: int, database: pd.DataFram
     return {
         "id": str(ecg_id),
         "subject_id": str(int(meta["patient_id"])),
-        "ecg": to_benchmark_ecg(record.digital, record.fs),
+        "ecg": to_schema_ecg(record.digital, record.fs),
         "adc_gain": record.adc_gain,
         "report": "" if row is None or pd.isna(row["report"]) else str(row["report"]),
         "age": None if row is None or pd.isna(row["age"]) else float(row["age"]),

@@ -20,7 +20,7 @@ import scipy.io
 import wfdb
 
 from builders import cpsc2018, csn, ptbxl
-from builders.benchmark_sets import to_benchmark_ecg
+from builders.dataset_writing import to_schema_ecg
 from builders.split_tables import SPLITS_DIR, TEST_SETS, load_split_tables
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -192,12 +192,12 @@ def test_cpsc_originals_in_mv_and_wfdb_rerelease_agree(cpsc_built, cache):
     assert rows["A1980"]["sex"] == "male" and rows["A1980"]["age"] == 52
 
 
-def test_to_benchmark_ecg_crops_pads_and_resamples():
+def test_to_schema_ecg_crops_pads_and_resamples():
     x = np.arange(12 * 7000, dtype=np.int16).reshape(12, 7000) % 1000
-    np.testing.assert_array_equal(to_benchmark_ecg(x, 500), x[:, :5000])
-    short = to_benchmark_ecg(x[:, :3000], 500)
+    np.testing.assert_array_equal(to_schema_ecg(x, 500), x[:, :5000])
+    short = to_schema_ecg(x[:, :3000], 500)
     assert short.dtype == np.int16 and not short[:, 3000:].any()
-    assert to_benchmark_ecg(np.ones((12, 2500), np.int16), 250).shape == (12, 5000)
+    assert to_schema_ecg(np.ones((12, 2500), np.int16), 250).shape == (12, 5000)
 
 
 # --- CSN ------------------------------------------------------------------------------------------------------------
