@@ -9,13 +9,23 @@ At the paper's shapes with 295 queries: 10.1 GFLOP per ECG forward.
 from __future__ import annotations
 
 
+def _query_attention_macs(config, num_queries: int) -> int:
+    """One CFN layer's self-attention over the queries: one folded value/output map per query ("self"), or fused QKV,
+    scores and weighted values over the whole list, and the output projection ("all")."""
+    d = config.projection_dim
+    if config.fusion_query_attention == "all":
+        return 4 * num_queries * d * d + 2 * num_queries * num_queries * d
+    return num_queries * d * d
+
+
 def _query_side_macs(config, num_queries: int) -> int:
     """Multiply-adds that depend on the queries alone: done once per forward, whatever the batch size."""
     d = config.projection_dim
     text_projection = num_queries * (config.text_config.hidden_size * config.projection_hidden_size)
     text_projection += num_queries * config.projection_hidden_size * d
-    first_layer = 2 * num_queries * d * d if config.fusion_num_layers else 0  # self-attention value/output + q_proj
-    return text_projection + first_layer
+    if not config.fusion_num_layers:
+        return text_projection
+    return text_projection + _query_attention_macs(config, num_queries) + num_queries * d * d  # + q_proj
 
 
 def _per_ecg_macs(config, num_queries: int) -> int:
@@ -36,7 +46,9 @@ def _per_ecg_macs(config, num_queries: int) -> int:
         + num_queries * d * d  # output projection
         + 2 * num_queries * d * config.fusion_intermediate_size  # feed-forward
     )
-    later_layers_query_side = max(config.fusion_num_layers - 1, 0) * 2 * num_queries * d * d
+    later_layers_query_side = max(config.fusion_num_layers - 1, 0) * (
+        _query_attention_macs(config, num_queries) + num_queries * d * d  # + q_proj
+    )
     classifier = num_queries * (d * config.classifier_hidden_size + config.classifier_hidden_size)
     return vit + projection + config.fusion_num_layers * cfn_layer + later_layers_query_side + classifier
 

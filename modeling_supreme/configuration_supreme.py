@@ -2,6 +2,8 @@
 
 from transformers import BertConfig, PreTrainedConfig
 
+QUERY_ATTENTION = ("self", "all")  # each query attends to itself / to every query of the list
+
 
 class SupremeConfig(PreTrainedConfig):
     r"""Configuration of [`SupremeModel`]: a 1D ViT ECG encoder, a frozen BERT query encoder and the Cardiac Fusion
@@ -35,10 +37,15 @@ class SupremeConfig(PreTrainedConfig):
         fusion_intermediate_size (`int`, 1024): feed-forward width. *Chosen.*
         fusion_dropout (`float`, 0.1): dropout in the decoder. *Paper.*
         classifier_hidden_size (`int`, 256): hidden width of the one MLP head shared by all queries. *Chosen.*
-
-        The query self-attention is restricted to each query itself, so a query's logit never depends on which other
-        queries are scored with it: zero-shot results do not change with the class list. *Chosen* (the paper does
-        not say; without it, adding a class to a benchmark would change every other class's score).
+        fusion_query_attention (`str`, "self"): what each query's self-attention sees.
+            - `"self"`: only the query itself. The attention then reduces exactly to one linear map, and a query's
+              logit never depends on which other queries are scored with it: a class's zero-shot score is the same
+              whatever class list it is asked with. *Chosen* (the default).
+            - `"all"`: every query of the list, with no mask: the standard Transformer decoder the paper describes
+              (§3.2: the query embeddings, expanded to the batch, are the decoder's inputs). A class's score then
+              depends on the whole list it is asked with: the model is meant to be used with the list it was
+              evaluated with (one benchmark's classes), and adding, removing or rewording one query changes the
+              others' scores. *Paper* (`training/configs/paper.yaml`).
 
     Text encoder:
         text_config (`BertConfig` or `dict`): the frozen query encoder; defaults to the shape of
@@ -71,6 +78,7 @@ class SupremeConfig(PreTrainedConfig):
     fusion_intermediate_size: int = 1024
     fusion_dropout: float = 0.1
     classifier_hidden_size: int = 256
+    fusion_query_attention: str = "self"
     text_config: dict | BertConfig | None = None
     initializer_range: float = 0.02
 
@@ -84,6 +92,10 @@ class SupremeConfig(PreTrainedConfig):
         ):
             if width % heads:
                 raise ValueError(f"{what} must divide evenly, got {width} / {heads}")
+        if self.fusion_query_attention not in QUERY_ATTENTION:
+            raise ValueError(
+                f"fusion_query_attention must be one of {QUERY_ATTENTION}, got {self.fusion_query_attention!r}"
+            )
 
     @property
     def num_patches(self) -> int:

@@ -124,21 +124,23 @@ class SupremeECGEmbeddings(nn.Module):
 
 
 class SupremeAttention(nn.Module):
-    """Multi-head self-attention over the ECG tokens, with one fused QKV projection."""
+    """Multi-head self-attention with one fused QKV projection: over the ECG tokens in each encoder block, and over the
+    query list in each CFN layer when `fusion_query_attention="all"`."""
 
-    def __init__(self, config: SupremeConfig):
+    def __init__(self, width: int, num_heads: int, dropout: float):
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = config.attention_probs_dropout_prob
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out_proj = nn.Linear(width, width)
+        self.dropout = dropout
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        batch_size, length, width = hidden_states.shape
-        qkv = self.qkv(hidden_states).view(batch_size, length, 3, self.num_heads, width // self.num_heads)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        """(..., length, width) → (..., length, width): a batch dimension, or none (a query list shared by the batch)."""
+        *batch, length, width = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(*batch, length, 3, self.num_heads, width // self.num_heads)
+        query, key, value = qkv.movedim(-3, 0).transpose(-3, -2).unbind(0)  # 3 x (..., heads, length, head_dim)
         context, _ = attention(query, key, value, self.dropout if self.training else 0.0)
-        return self.out_proj(context.transpose(1, 2).reshape(batch_size, length, width))
+        return self.out_proj(context.transpose(-3, -2).reshape(*batch, length, width))
 
 
 class SupremeMLP(nn.Module):
@@ -159,7 +161,9 @@ class SupremeEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: SupremeConfig, drop_path_rate: float):
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = SupremeAttention(config)
+        self.self_attn = SupremeAttention(
+            config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob
+        )
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SupremeMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
         self.drop_path = SupremeDropPath(drop_path_rate)
@@ -197,7 +201,7 @@ class SupremeProjection(nn.Module):
 
 
 class SupremeQuerySelfAttention(nn.Module):
-    """The CFN's target self-attention, restricted to each query itself.
+    """The CFN's target self-attention restricted to each query itself (`fusion_query_attention="self"`).
 
     With one key per query the softmax is exactly 1, so attention reduces to the value and output projections, folded
     here into one linear map. A query's logit is then independent of the other queries in the list.
@@ -240,13 +244,18 @@ class SupremeCrossAttention(nn.Module):
 
 
 class CardiacFusionLayer(GradientCheckpointingLayer):
-    """Pre-norm decoder layer: query self-attention, cross-attention to the ECG tokens, feed-forward."""
+    """Pre-norm decoder layer: query self-attention, cross-attention to the ECG tokens, feed-forward. The query
+    self-attention sees each query alone (`fusion_query_attention="self"`) or the whole list (`"all"`: then the layer is
+    `torch.nn.TransformerDecoderLayer(norm_first=True)` without masks)."""
 
     def __init__(self, config: SupremeConfig):
         super().__init__()
         width, eps = config.projection_dim, config.layer_norm_eps
         self.layer_norm1 = nn.LayerNorm(width, eps=eps)
-        self.self_attn = SupremeQuerySelfAttention(width)
+        if config.fusion_query_attention == "all":
+            self.self_attn = SupremeAttention(width, config.fusion_num_attention_heads, config.fusion_dropout)
+        else:
+            self.self_attn = SupremeQuerySelfAttention(width)
         self.layer_norm2 = nn.LayerNorm(width, eps=eps)
         self.cross_attn = SupremeCrossAttention(width, config.fusion_num_attention_heads, config.fusion_dropout)
         self.layer_norm3 = nn.LayerNorm(width, eps=eps)
@@ -254,8 +263,9 @@ class CardiacFusionLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.fusion_dropout)
 
     def query_states(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The part of the layer that sees only the queries: targets (..., num_queries, width) → the targets after
-        self-attention and the cross-attention query (..., heads, num_queries, head_dim)."""
+        """The part of the layer that sees only the queries (in the first layer, whose targets are the query list
+        itself, it depends on nothing else, in either query-attention mode): targets (..., num_queries, width) → the
+        targets after self-attention and the cross-attention query (..., heads, num_queries, head_dim)."""
         targets = targets + self.dropout(self.self_attn(self.layer_norm1(targets)))
         return targets, self.cross_attn.project_queries(self.layer_norm2(targets))
 

@@ -5,16 +5,25 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 TASK = "zero-shot-ecg-classification"
+# Said wherever such a model scores queries (this pipeline, the `supreme` CLI).
+QUERY_LIST_NOTE = (
+    "this model's queries attend to each other (fusion_query_attention='all', the paper's decoder): each score depends "
+    "on the whole list of queries it is asked with, so score one fixed list (e.g. a benchmark's classes)"
+)
 
 
 class ZeroShotECGClassificationPipeline(Pipeline):
     """Scores one ECG (or a list of them) against `candidate_labels`, free-text cardiac queries.
 
-    Each query gets an independent probability (sigmoid of its logit): SuPreME is multi-label, so the scores of one ECG
-    do not sum to 1 and adding a query never changes another's score. Query embeddings are computed once per list of
-    labels and reused for every ECG.
+    Each query gets its own probability (sigmoid of its logit): SuPreME is multi-label, so the scores of one ECG do not
+    sum to 1. With the default `fusion_query_attention="self"` adding a query never changes another's score; a model
+    with `"all"` (the paper's decoder) scores each query in the context of the whole list, and the pipeline warns so
+    when it is built. Everything computed from the labels alone is cached once per list and reused for every ECG.
 
     Example:
 
@@ -35,6 +44,8 @@ class ZeroShotECGClassificationPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if getattr(self.model.config, "fusion_query_attention", "self") == "all":  # older checkpoints: "self"
+            logger.warning(QUERY_LIST_NOTE)
         self._cached_labels: tuple[str, ...] | None = None
         self._cached_states = None
 

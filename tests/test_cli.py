@@ -14,6 +14,7 @@ from conftest import FIXTURES, tiny_config
 from matplotlib.image import imread
 
 from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
+from modeling_supreme.pipeline_supreme import QUERY_LIST_NOTE
 from training.attention_plots import DPI, PANEL_SIZE, plot_cross_attention
 from training.checkpoint import save_checkpoint
 from training.cli import main
@@ -69,7 +70,7 @@ def test_classify_real_records_prints_each_querys_probability(checkpoint, capsys
     status, out, err = run_cli(
         capsys, "classify", *RECORDS, "--model", str(folder), "--query", queries[0], "--query", queries[1], "--json"
     )
-    assert status == 0, err
+    assert status == 0 and QUERY_LIST_NOTE not in err, err
     results = json.loads(out)
     assert [r["record"] for r in results] == RECORDS
     inputs = processor(text=queries, ecg=RECORDS, return_tensors="pt")
@@ -120,3 +121,17 @@ def test_explain_command_writes_the_png(checkpoint, capsys, tmp_path):
     )
     assert status == 0, err
     assert out.strip() == str(output) and imread(output).shape[:2] == (400, 1200)
+
+
+def test_a_model_whose_queries_attend_to_each_other_says_so(tokenizer, capsys, tmp_path):
+    torch.manual_seed(0)
+    model = SupremeModel(tiny_config(fusion_query_attention="all")).eval()
+    folder = str(save_checkpoint(model, SupremeProcessor(SupremeFeatureExtractor(), tokenizer), tmp_path / "all"))
+    queries = ["--query", "sinus rhythm", "--query", "atrial fibrillation"]
+    status, out, err = run_cli(capsys, "classify", RECORDS[0], "--model", folder, *queries, "--json")
+    assert status == 0 and f"supreme: note: {QUERY_LIST_NOTE}" in err
+    assert list(json.loads(out)[0]["scores"]) == ["sinus rhythm", "atrial fibrillation"]
+    output = tmp_path / "explain.png"
+    status, out, err = run_cli(capsys, "explain", RECORDS[0], "--model", folder, *queries, "--output", str(output))
+    assert status == 0 and QUERY_LIST_NOTE in err and out.strip() == str(output)
+    assert imread(output).shape[:2] == (800, 1200)

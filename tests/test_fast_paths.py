@@ -20,10 +20,11 @@ from flops import forward_flops, train_step_flops  # noqa: E402
 NO_DROPOUT = dict(drop_path_rate=0.0, fusion_dropout=0.0)
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["self", "all"])
+def model(request):
+    """Both CFN query-attention modes: every fast path must hold for each."""
     torch.manual_seed(0)
-    return SupremeModel(tiny_config(**NO_DROPOUT)).eval()
+    return SupremeModel(tiny_config(fusion_query_attention=request.param, **NO_DROPOUT)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +81,17 @@ def test_bf16_autocast_and_bf16_weights_stay_within_one_percent(model, inputs):
     assert relative_error(weights, reference) <= 1e-2
 
 
-def test_compiled_model_has_one_graph_and_equals_eager(inputs):
+@pytest.mark.parametrize("query_attention", ["self", "all"])
+def test_compiled_model_has_one_graph_and_equals_eager(inputs, query_attention):
     """`fullgraph=True` fails on any graph break. Inference runs through Inductor (generated C++ here, Triton on a
     GPU); the training step through AOTAutograd's traced forward and backward (`aot_eager`), because Inductor's CPU
-    build of a backward graph alone takes minutes on a 2-core machine."""
+    build of a backward graph alone takes minutes on a 2-core machine. Two CFN layers: the second is the one whose
+    query self-attention runs per ECG."""
     ecgs, embeds = inputs
     labels = torch.randint(0, 2, (3, 7), generator=torch.Generator().manual_seed(2)).float()
     torch.manual_seed(0)
-    model = SupremeModel(tiny_config(num_hidden_layers=1, fusion_num_layers=1, **NO_DROPOUT)).eval()
+    config = dict(num_hidden_layers=1, fusion_num_layers=2, fusion_query_attention=query_attention)
+    model = SupremeModel(tiny_config(**config, **NO_DROPOUT)).eval()
     with torch.inference_mode():
         states = model.get_query_states(embeds)
         compiled = torch.compile(model, fullgraph=True)(ecgs, query_states=states).logits
@@ -106,11 +110,18 @@ def test_compiled_model_has_one_graph_and_equals_eager(inputs):
         torch.testing.assert_close(compiled_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
     # drop path and dropout on (random draws differ from eager, so no comparison): still one graph
-    noisy = SupremeModel(tiny_config(num_hidden_layers=1, fusion_num_layers=1, drop_path_rate=0.5)).train()
+    noisy = SupremeModel(tiny_config(**config, drop_path_rate=0.5)).train()
     torch.compile(noisy, fullgraph=True, backend="eager")(ecgs, query_embeds=embeds, labels=labels).loss.backward()
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(num_hidden_layers=1, fusion_num_layers=3, fusion_intermediate_size=48)])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(num_hidden_layers=1, fusion_num_layers=3, fusion_intermediate_size=48),
+        dict(num_hidden_layers=1, fusion_num_layers=3, fusion_query_attention="all"),
+    ],
+)
 def test_analytic_flops_equal_the_flop_counter(overrides):
     """benchmarks/flops.py against FlopCounterMode (SDPA's math backend, whose matmuls the counter sees)."""
     config = tiny_config(**overrides)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from builders.mimic_iv_ecg import BuildConfig, build, main
+from builders.mimic_iv_ecg import BuildConfig, build, count_words, index_records, main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mimic_fixture import build_mimic_fixture  # noqa: E402
@@ -134,3 +134,21 @@ def test_killed_build_resumes_to_identical_output(fixture, built, tmp_path):
     assert again["files"].keys() == reference["files"].keys()
     for name, content in reference["files"].items():
         assert again["files"][name] == content, name
+
+
+def test_words_are_counted_as_a_reader_counts_them(tmp_path):
+    """"Atrial flutter/fibrillation", a real MIMIC-IV-ECG statement, is three words: a whitespace split counts two
+    and would drop it under the 3-word filter."""
+    assert count_words("Atrial flutter/fibrillation") == 3
+    assert count_words("Sinus rhythm\nAbnormal ECG") == 4 and count_words(" / ") == 0
+    (tmp_path / "record_list.csv").write_text(
+        "subject_id,study_id,file_name,ecg_time,path\n"
+        "1,11,11,2180-01-01 00:00:00,files/p1000/p1/s11/11\n"
+        "1,12,12,2180-01-02 00:00:00,files/p1000/p1/s12/12\n"
+    )
+    (tmp_path / "machine_measurements.csv").write_text(
+        "subject_id,study_id,report_0,report_1\n1,11,Atrial flutter/fibrillation,\n1,12,Sinus/rhythm,\n"
+    )
+    records, dropped = index_records(tmp_path)
+    assert [r["study_id"] for r in records] == ["11"] and records[0]["report"] == "Atrial flutter/fibrillation"
+    assert [(d["study_id"], d["reason"]) for d in dropped] == [("12", "short_report")]

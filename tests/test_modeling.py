@@ -121,12 +121,13 @@ def test_drop_path_and_dropout_only_in_training(ecgs):
     assert (noisy - first).abs().max() > 1e-4
 
 
-def test_gradient_checkpointing_gives_the_same_loss_and_gradients(ecgs):
+@pytest.mark.parametrize("query_attention", ["self", "all"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(ecgs, query_attention):
     labels = torch.randint(0, 2, (4, 3), generator=torch.Generator().manual_seed(4)).float()
     results = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = SupremeModel(tiny_config()).train()
+        model = SupremeModel(tiny_config(fusion_query_attention=query_attention)).train()
         if checkpointing:
             model.activation_checkpointing_enable()
             assert model.ecg_model.encoder.layers[0].gradient_checkpointing

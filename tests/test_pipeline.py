@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 from conftest import FIXTURES, run_offline, tiny_config
 
 from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
-from modeling_supreme.pipeline_supreme import TASK, ZeroShotECGClassificationPipeline
+from modeling_supreme.pipeline_supreme import QUERY_LIST_NOTE, TASK, ZeroShotECGClassificationPipeline
 from training.checkpoint import save_checkpoint
 
 RECORD = FIXTURES / "ptbxl" / "records500" / "00000" / "00002_hr"
@@ -64,6 +65,21 @@ def test_pipeline_in_process_scores_sorted_and_equal_to_the_model(checkpoint):
     assert len(batch) == 2 and batch[0] == batch[1]
     with pytest.raises(ValueError, match="candidate_labels"):
         classifier(str(RECORD), candidate_labels=[])
+
+
+def test_pipeline_warns_when_each_score_depends_on_the_query_list(checkpoint, tokenizer, caplog):
+    with caplog.at_level(logging.WARNING):
+        ZeroShotECGClassificationPipeline(model=checkpoint[0], processor=checkpoint[1], device="cpu")
+    assert QUERY_LIST_NOTE not in caplog.text
+    torch.manual_seed(0)
+    model = SupremeModel(tiny_config(fusion_query_attention="all")).eval()
+    processor = SupremeProcessor(SupremeFeatureExtractor(), tokenizer)
+    with caplog.at_level(logging.WARNING):
+        classifier = ZeroShotECGClassificationPipeline(model=model, processor=processor, device="cpu")
+    assert QUERY_LIST_NOTE in caplog.text
+    expected = expected_scores(model, processor, QUERIES)
+    for item in classifier(str(RECORD), candidate_labels=QUERIES):
+        assert item["score"] == pytest.approx(expected[item["label"]], abs=1e-6)
 
 
 def test_pipeline_loads_from_the_folder_in_a_fresh_offline_process(checkpoint, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import FIXTURES, run_offline, tiny_config
 
@@ -30,13 +31,15 @@ print(json.dumps({
     "model": type(model).__module__, "processor": type(processor).__module__,
     "feature_extractor": type(processor.feature_extractor).__module__, "config": type(config).__module__,
     "tokenizer": type(processor.tokenizer).__name__,
+    "query_self_attention": type(model.fusion.layers[0].self_attn).__name__,
 }))
 """
 
 
-def test_save_and_load_through_auto_classes_in_fresh_offline_process(tmp_path, tokenizer):
+@pytest.mark.parametrize("query_attention", ["self", "all"])
+def test_save_and_load_through_auto_classes_in_fresh_offline_process(tmp_path, tokenizer, query_attention):
     torch.manual_seed(0)
-    model = SupremeModel(tiny_config()).eval()
+    model = SupremeModel(tiny_config(fusion_query_attention=query_attention)).eval()
     processor = SupremeProcessor(SupremeFeatureExtractor(), tokenizer)
     folder = tmp_path / "supreme"
     model.save_pretrained(folder)
@@ -45,6 +48,7 @@ def test_save_and_load_through_auto_classes_in_fresh_offline_process(tmp_path, t
     (folder / "queries.json").write_text(json.dumps(queries))
 
     config = json.loads((folder / "config.json").read_text())
+    assert config["fusion_query_attention"] == query_attention
     assert config["auto_map"]["AutoConfig"] == "configuration_supreme.SupremeConfig"
     assert config["auto_map"]["AutoModel"] == "modeling_supreme.SupremeModel"
     for name in ("configuration_supreme.py", "modeling_supreme.py", "processing_supreme.py"):
@@ -60,6 +64,7 @@ def test_save_and_load_through_auto_classes_in_fresh_offline_process(tmp_path, t
     modules = json.loads(result.stdout.strip().splitlines()[-1])
     for part in ("model", "processor", "feature_extractor", "config"):
         assert modules[part].startswith("transformers_modules."), modules
+    assert modules["query_self_attention"] == type(model.fusion.layers[0].self_attn).__name__
     loaded = torch.load(folder / "loaded.pt")
     assert torch.equal(loaded["input_values"], inputs["input_values"])
     assert (loaded["logits"] - expected).abs().max().item() <= 1e-6

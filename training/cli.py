@@ -41,6 +41,10 @@ def load_model(name: str, device: str):
         processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
     except (OSError, ValueError) as error:
         raise CommandError(f"cannot load a SuPreME model from {name!r}: {str(error).splitlines()[0]}") from None
+    if getattr(model.config, "fusion_query_attention", "self") == "all":  # checkpoints from before the option: "self"
+        from modeling_supreme.pipeline_supreme import QUERY_LIST_NOTE
+
+        print(f"supreme: note: {QUERY_LIST_NOTE}", file=sys.stderr)
     return model, processor
 
 
