@@ -20,11 +20,11 @@ import warnings
 
 import torch
 from common import (
-    SMALL_MODEL,
+    benchmark_config,
     build_model,
     machine,
     model_arguments,
-    paper_config,
+    model_label,
     record,
     run_command,
     setup_device,
@@ -57,7 +57,7 @@ def main(argv=None) -> list[dict]:
     modes = (args.modes or ("eager,compiled" if gpu else "eager")).split(",")
     rounds = args.rounds or (10 if gpu else 5)
 
-    config = paper_config(**(SMALL_MODEL if args.small else {}))
+    config = benchmark_config(args)
     model = build_model(config, device).eval()
     query_embeds = torch.randn(args.queries, config.text_config.hidden_size, device=device)
     reference_ecgs = torch.rand(2, config.num_leads, config.num_samples, device=device)
@@ -98,7 +98,7 @@ def main(argv=None) -> list[dict]:
             rows.append(
                 {
                     **machine(device),
-                    "model": "small" if args.small else "paper",
+                    "model": model_label(args),
                     "dtype": dtype,
                     "rel_err_vs_fp32": precisions[dtype][3],
                     "threads": None if gpu else torch.get_num_threads(),

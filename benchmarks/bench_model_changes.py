@@ -2,11 +2,14 @@
 one process, timed in turn (a shared machine slows both alike), same weights, same inputs.
 
     .venv/bin/python benchmarks/bench_model_changes.py [--revision 4b2c79a] [--device cpu] [--threads 2]
+        [--fusion-query-attention self|all]
 
-The earlier model loads this checkout's state dict strictly (the parameter names did not change) and must give the
-same logits (max |diff| is reported). Rows: inference at batch 1 and 16 (the current model with cached query states,
-as zero-shot evaluation uses it; the earlier one with query embeddings, all it had) and a training step (fp32 on CPU,
-bf16 autocast on GPU).
+With the default CFN (`self`) the earlier model loads this checkout's state dict strictly (the parameter names did not
+change) and must give the same logits (max |diff| is reported). With `all` (the paper's decoder, which the earlier
+revision cannot build) the rows time what choosing it costs against the earlier model, each with its own weights; no
+difference is reported. Rows: inference at batch 1 and 16 (the current model with cached query states, as zero-shot
+evaluation uses it; the earlier one with query embeddings, all it had) and a training step (fp32 on CPU, bf16 autocast
+on GPU).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from pathlib import Path
 
 import torch
 from common import (
-    PAPER_QUERIES,
     REPO,
+    benchmark_config,
     build_model,
     machine,
-    paper_config,
+    model_arguments,
+    model_label,
     record,
     run_command,
     setup_device,
@@ -36,16 +40,20 @@ SECTION = "Model changes against an earlier revision (bench_model_changes.py)"
 
 
 def load_revision(revision: str):
-    """modeling_supreme.py as it was at `revision`, importable beside this checkout's configuration_supreme.py."""
+    """modeling_supreme.py as it was at `revision` (or the file at that path, for a copy of the checkout without its
+    git history), importable beside this checkout's configuration_supreme.py."""
     folder = Path(tempfile.mkdtemp(prefix="supreme_rev_")) / "supreme_revision"
     folder.mkdir()
-    source = subprocess.run(
-        ["git", "show", f"{revision}:modeling_supreme/modeling_supreme.py"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    if Path(revision).is_file():
+        source = Path(revision).read_text()
+    else:
+        source = subprocess.run(
+            ["git", "show", f"{revision}:modeling_supreme/modeling_supreme.py"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     (folder / "modeling_supreme.py").write_text(source)
     (folder / "configuration_supreme.py").write_text(
         (REPO / "modeling_supreme" / "configuration_supreme.py").read_text()
@@ -57,22 +65,24 @@ def load_revision(revision: str):
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--revision", default="4b2c79a", help="git revision of the earlier modeling_supreme.py")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    model_arguments(parser)
+    parser.add_argument(
+        "--revision", default="4b2c79a", help="git revision of the earlier modeling_supreme.py, or that file's path"
+    )
     parser.add_argument("--batch-sizes", default=None, help="inference batches (default 1,16 CPU; 1024 GPU)")
     parser.add_argument("--train-batch", type=int, default=None, help="default 2 CPU, 256 GPU")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
 
     device = setup_device(args)
     gpu = device.type == "cuda"
-    config = paper_config()
+    config = benchmark_config(args)
     current = build_model(config, device)
-    earlier = load_revision(args.revision).SupremeModel(config).to(device)
-    earlier.load_state_dict(current.state_dict(), strict=True)
-    query_embeds = torch.randn(PAPER_QUERIES, config.text_config.hidden_size, device=device)
+    earlier = load_revision(args.revision).SupremeModel(config).to(device)  # builds the default CFN whatever the mode
+    same_weights = args.fusion_query_attention == "self"
+    if same_weights:
+        earlier.load_state_dict(current.state_dict(), strict=True)
+    query_embeds = torch.randn(args.queries, config.text_config.hidden_size, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu)
     rows = []
 
@@ -81,8 +91,8 @@ def main(argv=None) -> list[dict]:
         rows.append(
             {
                 **machine(device),
-                "revision": args.revision,
-                "what": what,
+                "revision": Path(args.revision).stem,  # a file given for the revision is named after it
+                "what": what if same_weights else f"{what}, current: {model_label(args)}",
                 "batch": batch,
                 "threads": None if gpu else torch.get_num_threads(),
                 "precision": "bf16-autocast" if gpu else "fp32",
@@ -111,12 +121,12 @@ def main(argv=None) -> list[dict]:
             "current": infer(current, query_states=states),
             "earlier": infer(earlier, query_embeds=query_embeds),
         }
-        difference = (variants["current"]() - variants["earlier"]()).abs().max().item()
+        difference = (variants["current"]() - variants["earlier"]()).abs().max().item() if same_weights else None
         add("inference", batch, time_interleaved(variants, device, args.rounds), difference)
 
     batch = args.train_batch or (256 if gpu else 2)
     ecgs = torch.rand(batch, config.num_leads, config.num_samples, device=device)
-    labels = (torch.rand(batch, PAPER_QUERIES, device=device) < 0.02).float()
+    labels = (torch.rand(batch, args.queries, device=device) < 0.02).float()
 
     def train(model):
         model.train()
@@ -139,8 +149,9 @@ def main(argv=None) -> list[dict]:
     description = (
         "This checkout's modeling_supreme.py against `revision`'s, same weights, timed in turn in one process; "
         "speedup = earlier / current time (median and best rounds). Inference: current with cached query states, "
-        "earlier with query embeddings; `max_abs_diff` of their logits. Training step: forward, BCE, backward with "
-        f"drop path on. Command: `{run_command()}`."
+        "earlier with query embeddings; `max_abs_diff` of their logits (same weights: default CFN only; a `what` "
+        "naming `CFN all` times the paper's decoder against the earlier default CFN). Training step: forward, BCE, "
+        f"backward with drop path on. Command: `{run_command()}`."
     )
     for row in rows:
         record(SECTION, description, row, dry_run=args.no_record)

@@ -18,11 +18,11 @@ import statistics
 
 import torch
 from common import (
-    SMALL_MODEL,
+    benchmark_config,
     build_model,
     machine,
     model_arguments,
-    paper_config,
+    model_label,
     record,
     run_command,
     setup_device,
@@ -64,7 +64,7 @@ def main(argv=None) -> list[dict]:
     batch_size = args.batch_size or (256 if gpu else 4)
     steps = args.steps or (20 if gpu else 3)
 
-    config = paper_config(**(SMALL_MODEL if args.small else {}))
+    config = benchmark_config(args)
     generator = torch.Generator(device=device).manual_seed(0)
     ecg = torch.randint(
         -2000,
@@ -100,7 +100,7 @@ def main(argv=None) -> list[dict]:
         rows.append(
             {
                 **machine(device),
-                "model": "small" if args.small else "paper",
+                "model": model_label(args),
                 "precision": "fp32" if args.no_autocast else "bf16-autocast",
                 "threads": None if gpu else torch.get_num_threads(),
                 "batch": batch_size,

@@ -52,6 +52,12 @@ def model_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--queries", type=int, default=PAPER_QUERIES)
     parser.add_argument("--small", action="store_true", help="a tiny model, to check the script quickly")
+    parser.add_argument(
+        "--fusion-query-attention",
+        choices=("self", "all"),
+        default="self",
+        help="the CFN's query self-attention: each query alone (default) or the whole list (the paper's decoder)",
+    )
     parser.add_argument("--no-record", action="store_true", help="print the JSON lines only")
 
 
@@ -115,6 +121,17 @@ def paper_config(**overrides):
     from modeling_supreme import SupremeConfig
 
     return SupremeConfig(**overrides)
+
+
+def benchmark_config(args):
+    """The model `model_arguments` asked for: the paper's shapes or `--small`, in `--fusion-query-attention` mode."""
+    return paper_config(**(SMALL_MODEL if args.small else {}), fusion_query_attention=args.fusion_query_attention)
+
+
+def model_label(args) -> str:
+    """The `model` cell of a result row: "paper" or "small", and the CFN mode when it is not the default."""
+    label = "small" if args.small else "paper"
+    return label if args.fusion_query_attention == "self" else f"{label}, CFN all"
 
 
 def build_model(config, device: torch.device):
