@@ -463,8 +463,9 @@ def _write_card(out: Path, class_names: list[str], stats: dict, config: BuildCon
             f"{labelling['statements_by_llm']:,} (`statement_labeller` in `stats.json` says which answered each)."
             if labelling["rules_first"] else "")
         smollm2 = LLM_AGREEMENT
+        model = Path(labelling["model"]).name if Path(labelling["model"]).exists() else labelling["model"]  # no local path
         how = (
-            f"Labels come from the `{config.labeller}` labeller with `{labelling['model']}`: each distinct machine "
+            f"Labels come from the `{config.labeller}` labeller with `{model}`: each distinct machine "
             "statement was prompted once (vocabulary-guided, few-shot, JSON output) for entities tagged Normal, "
             f"Abnormal or Uncertain, with {decoding}; Uncertain entities were dropped from the labels and the rest "
             f"mapped to standard terms (text encoder `{labelling['text_encoder']}`, cluster threshold "

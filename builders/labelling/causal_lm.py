@@ -8,9 +8,10 @@ tokenizer without a chat template (a base model: the prompt is a chat). The buil
 record, so a wrong `--llm` costs seconds, not a scan of MIMIC-IV-ECG.
 
 Every labelling prompt starts with the same instructions, vocabulary and few-shot turns (about 1,550 of its ~1,580
-tokens with SmolLM2's tokenizer) and ends with one statement. `ChatModel.generate` runs that prefix through the model once,
-keeps its KV cache, and generates each batch from a copy of it: the batch is laid out as [prefix | padding | suffix]
-with the padding masked, so every prompt sees the positions it would see alone and the answers equal unbatched ones.
+tokens with SmolLM2's tokenizer) and ends with one statement. `ChatModel.generate` runs that prefix through the model
+once, keeps its KV cache, and generates each batch from a copy of it: the batch is laid out as [prefix | padding |
+suffix] with the padding masked, so every prompt sees the positions it would see alone (greedy answers matched
+unbatched ones when this was written).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _source(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
+    """An exception's message cut to one line, for a one-line `ModelLoadError`."""
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:200]
 
@@ -73,7 +75,7 @@ class ChatModel:
         try:
             self.config = AutoConfig.from_pretrained(self.source, gguf_file=self.gguf_file)
         except (OSError, ValueError, KeyError) as error:
-            raise ModelLoadError(f"--llm {name}: not a model transformers can load ({_first_line(error)})") from error
+            raise ModelLoadError(f"--llm {name}: not a model transformers can load ({first_line(error)})") from error
         # BERT-style encoders also have a causal-LM class, usable only with is_decoder=True: not an instruct model
         model_type = self.config.model_type
         if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(self.config, "is_decoder", True) is False:
@@ -81,7 +83,7 @@ class ChatModel:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.source, gguf_file=self.gguf_file)
         except (OSError, ValueError, KeyError) as error:
-            raise ModelLoadError(f"--llm {name}: cannot load its tokenizer ({_first_line(error)})") from error
+            raise ModelLoadError(f"--llm {name}: cannot load its tokenizer ({first_line(error)})") from error
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelLoadError(f"--llm {name}: its tokenizer has no chat template; the labeller prompts with chat "
                                  "messages, so it needs an instruct (chat) model")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .cache import ResponseCache, cache_key
-from .causal_lm import ChatModel, ModelLoadError
+from .causal_lm import ChatModel, ModelLoadError, first_line
 from .prompt import RESPONSE_SCHEMA, build_messages, parse_response
 from .rules import RulesExtractor
 from .vocabulary import Vocabulary, load_vocabulary
@@ -212,7 +212,7 @@ class VLLMBackend(LLMBackend):
             self.llm = vllm.LLM(model=model, enable_prefix_caching=True,  # every prompt shares the instruction prefix
                                 tensor_parallel_size=tensor_parallel_size or max(torch.cuda.device_count(), 1))
         except (OSError, ValueError) as error:
-            raise ModelLoadError(f"--llm {model}: vLLM cannot load it ({str(error).strip()[:200]})") from error
+            raise ModelLoadError(f"--llm {model}: vLLM cannot load it ({first_line(error)})") from error
         if not getattr(self.llm.get_tokenizer(), "chat_template", None):
             raise ModelLoadError(f"--llm {model}: its tokenizer has no chat template; the labeller prompts with chat "
                                  "messages, so it needs an instruct (chat) model")
@@ -224,7 +224,7 @@ class VLLMBackend(LLMBackend):
         grammar = StructuredOutputsParams(json=RESPONSE_SCHEMA, disable_any_whitespace=True) if self.grammar else None
         params = SamplingParams(temperature=0.7 if attempt else 0.0, top_p=0.95 if attempt else 1.0, seed=attempt,
                                 max_tokens=self.max_new_tokens, structured_outputs=grammar)
-        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
         return [output.outputs[0].text for output in outputs]
 
 
@@ -250,7 +250,8 @@ class RulesFirst:
 def make_extractor(backend: str, model: str | None = None, vocabulary: Vocabulary | None = None, *,
                    rules_first: bool = False, **kwargs):
     """The extractor for `backend` ("rules", "transformers" or "vllm"); LLM backends need `model` (a name, a folder
-    or, for transformers, a .gguf file) and load it here, so that a wrong one fails before any work."""
+    or, for transformers, a .gguf file) and check it here, so that a wrong one fails before any work. `rules_first`
+    wraps an LLM backend in `RulesFirst`."""
     if backend == "rules":
         return RulesBackend(vocabulary)
     if backend not in BACKENDS:
