@@ -97,8 +97,7 @@ def build(config: BuildConfig) -> dict:
     root, out = Path(config.input), Path(config.output)
     # the labeller (and its model) first: a wrong --llm fails before any record is read
     extractor = make_extractor(config.labeller, config.llm, max_new_tokens=config.max_new_tokens,
-                               retries=config.retries, grammar=config.grammar, rules_first=config.rules_first) \
-        if config.labeller != "rules" else make_extractor("rules")
+                               retries=config.retries, grammar=config.grammar, rules_first=config.rules_first)
     records, dropped = index_records(root, config.limit, config.min_words)
     out.mkdir(parents=True, exist_ok=True)
     n_listed = len(records) + len(dropped)

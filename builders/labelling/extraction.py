@@ -251,7 +251,7 @@ def make_extractor(backend: str, model: str | None = None, vocabulary: Vocabular
                    rules_first: bool = False, **kwargs):
     """The extractor for `backend` ("rules", "transformers" or "vllm"); LLM backends need `model` (a name, a folder
     or, for transformers, a .gguf file) and check it here, so that a wrong one fails before any work. `rules_first`
-    wraps an LLM backend in `RulesFirst`."""
+    wraps an LLM backend in `RulesFirst`; the rules backend ignores the LLM options."""
     if backend == "rules":
         return RulesBackend(vocabulary)
     if backend not in BACKENDS:
