@@ -36,6 +36,7 @@ from builders.labelling.cache import ResponseCache  # noqa: E402
 from builders.labelling.causal_lm import packaged_smollm2  # noqa: E402
 from builders.labelling.extraction import make_extractor  # noqa: E402
 from builders.labelling.mapping import TextEncoder, label_statements  # noqa: E402
+from builders.labelling.prompt import parse_response  # noqa: E402
 from builders.labelling.rules import RulesExtractor  # noqa: E402
 from builders.labelling.study_agreement import STUDY_CLASSES, agreement_with_study, read_study  # noqa: E402
 from builders.labelling.vocabulary import load_vocabulary  # noqa: E402
@@ -59,7 +60,10 @@ def run_llm(statements: list[str], labeller: str, llm: str, grammar: bool, batch
     seconds = time.perf_counter() - started
     cache.close()
     prompted = len(statements) - result.cache_hits
+    asked = set(statements)
+    answers = [text for entry in cache.entries.values() if entry["statement"] in asked for text in entry["responses"]]
     return {"result": result, "load_seconds": load_seconds, "seconds": seconds, "prompted": prompted,
+            "answers": len(answers), "malformed": sum(parse_response(text) is None for text in answers),
             "load_avg_1min": sum(loads) / len(loads) if loads else os.getloadavg()[0]}
 
 
@@ -117,16 +121,19 @@ def main() -> None:
             "`benchmarks/bench_labelling.py`: an LLM labeller on the 546 real statements of "
             "`mimic_statements.jsonl` (transformers: batch 8 from the shared prompt prefix's KV cache), greedy first "
             "attempt, up to "
-            "2 sampled retries for a malformed or empty answer. Per 100 statements: prompts sent (first attempts + "
-            "retries), retried statements' attempts, statements left without a valid answer. Speed excludes model "
-            "loading (`load_s`); `load_avg_1min` is the mean over the run. Projection: ~3,100 distinct MIMIC-IV-ECG "
-            "statements at this speed.",
+            "2 sampled retries for a malformed or empty answer. `malformed_answers`: answers (all attempts, "
+            "`answers`) that do not parse; per 100 statements: prompts sent (first attempts + retries), retry "
+            "prompts, statements left without a valid answer after the retries (`parse_failures`). Speed excludes "
+            "model loading (`load_s`); `load_avg_1min` is the mean over the run. Projection: ~3,100 distinct "
+            "MIMIC-IV-ECG statements at this speed.",
             {
                 "labeller": args.labeller,
                 "model": model_name,
                 "grammar": "on" if grammar else "off",
                 "statements": len(statements),
                 "prompted": run["prompted"],
+                "answers": run["answers"],
+                "malformed_answers": run["malformed"],
                 "prompts_per_100": round(100 * result.llm_calls / max(run["prompted"], 1), 1),
                 "retries_per_100": round(100 * result.retried / max(run["prompted"], 1), 1),
                 "parse_failures_per_100": round(100 * len(result.failures) / len(statements), 1),
