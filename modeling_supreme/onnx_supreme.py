@@ -70,8 +70,6 @@ class SupremeOnnxModel:
             kwargs: what AutoModel passes (hub and remote-code options), unused: the folder is local.
         """
         folder = Path(path)
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         export_file = folder / EXPORT_FILE
         if not export_file.is_file():
             raise OSError(f"{export_file}: not found; {folder} is not a folder written by `supreme export`")
@@ -83,8 +81,24 @@ class SupremeOnnxModel:
             raise OSError(f"{graph}: no such ONNX file")
         config = config if config is not None else SupremeConfig.from_pretrained(folder)
         states = load_query_states(folder / QUERY_STATES_FILE, len(export["queries"]))
+        return cls.from_graph(graph, config, list(export["queries"]), states, runtime, num_threads)
+
+    @classmethod
+    def from_graph(
+        cls,
+        graph: str | os.PathLike,
+        config: SupremeConfig,
+        queries: list[str],
+        query_states: SupremeQueryStates,
+        runtime: str = "onnxruntime",
+        num_threads: int | None = None,
+    ) -> SupremeOnnxModel:
+        """A graph file with its config, query texts and query states given directly (benchmarks, tests)."""
+        graph = Path(graph)
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         run = _onnxruntime_runner(graph, num_threads) if runtime == "onnxruntime" else _openvino_runner(graph, num_threads)
-        return cls(run, config, list(export["queries"]), states, graph)
+        return cls(run, config, queries, query_states, graph)
 
     @classmethod
     def register_for_auto_class(cls, auto_class="AutoModel"):

@@ -79,19 +79,36 @@ def export_onnx(
             (activation ranges); also the ECGs the fp32 check and the int8 error report run on.
         int8: also write `model_quantized.onnx`.
     """
-    if model.config.fusion_num_layers == 0:
-        raise ValueError("a CFN without layers has no cached fusion states to export")
-    if int8 and calibration_ecgs is None:
-        raise ValueError("int8 quantisation calibrates on real ECGs: give calibration ECGs (--calibration)")
     queries = list(queries)
     if not queries or len(set(queries)) != len(queries):
         raise ValueError("give a non-empty list of distinct queries to export")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
     with torch.no_grad():
         query_embeds = model.encode_queries(queries, processor.tokenizer, max_length=processor.query_max_length)
         states = model.get_query_states(query_embeds)
+    record = {"queries": queries, **export_graphs(model, states, output_dir, calibration_ecgs, int8)}
+    output_dir = Path(output_dir)
+    (output_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_loading_files(model, processor, output_dir)
+    return record
+
+
+def export_graphs(
+    model: SupremeModel,
+    states: SupremeQueryStates,
+    output_dir: str | Path,
+    calibration_ecgs: torch.Tensor | None = None,
+    int8: bool = False,
+) -> dict:
+    """The graphs and query states of an export (no loading files): `model.onnx`, with `int8` also
+    `model_quantized.onnx`, and `query_states.npz`. Returns how each graph was made and how far its logits are
+    from PyTorch's on (up to 4 of) `calibration_ecgs`."""
+    if model.config.fusion_num_layers == 0:
+        raise ValueError("a CFN without layers has no cached fusion states to export")
+    if int8 and calibration_ecgs is None:
+        raise ValueError("int8 quantisation calibrates on real ECGs: give calibration ECGs (--calibration)")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     state_arrays = {name: getattr(states, name).cpu().numpy().astype(np.float32) for name in QUERY_STATE_NAMES}
     check_ecgs = calibration_ecgs[:4] if calibration_ecgs is not None else synthetic_ecgs(model.config, 2)
 
@@ -103,7 +120,6 @@ def export_onnx(
         graph.unlink()
         raise RuntimeError(f"{graph}: the exported graph differs from PyTorch by {fp32_error:.3g} > {FP32_TOLERANCE}")
     record = {
-        "queries": queries,
         "fusion_query_attention": model.config.fusion_query_attention,
         "opset": OPSET,
         "torch": torch.__version__,
@@ -125,8 +141,6 @@ def export_onnx(
             "checked_on_ecgs": len(check_ecgs),
         }
     np.savez(output_dir / QUERY_STATES_FILE, **state_arrays)
-    (output_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_loading_files(model, processor, output_dir)
     return record
 
 
