@@ -67,6 +67,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--model", help="a trained checkpoint: also measure accuracy (needs --data)")
     parser.add_argument("--data", help="held-out ECGs: a builders/ dataset folder, DIR or DIR:CONFIG")
     parser.add_argument("--splits", nargs="+", default=["test"], help="splits of --data scored together")
+    parser.add_argument("--calibration-split", help="for accuracy: calibrate int8 on this split of --data (e.g. "
+                        "train) instead of the --calibration records")
+    parser.add_argument("--class-names", action="store_true", help="for accuracy: query with the dataset's class "
+                        "names (a model trained on them), not the prompt files of training/prompts")
     parser.add_argument("--skip-latency", action="store_true", help="accuracy only")
     args = parser.parse_args(argv)
     if bool(args.model) != bool(args.data):
@@ -154,8 +158,13 @@ def accuracy_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
     dataset = held_out_split(args.data, args.splits)
     classes = class_names(dataset)
-    _, queries = queries_for(classes, load_prompts())
-    calibration = processed_ecgs(processor, args.calibration, args.calibration_size)
+    queries = classes if args.class_names else queries_for(classes, load_prompts())[1]
+    if args.calibration_split:
+        train = held_out_split(args.data, [args.calibration_split]).select(range(args.calibration_size))
+        batch = next(iter(ecg_dataloader(train, batch_size=len(train), shuffle=False, drop_last=False)))
+        calibration = ecg_from_digital(batch["ecg"], batch["adc_gain"], processor.feature_extractor.normalization)
+    else:
+        calibration = processed_ecgs(processor, args.calibration, args.calibration_size)
     export = export_onnx(model, processor, queries, folder, calibration_ecgs=calibration, int8=True)
     normalization = processor.feature_extractor.normalization
     torch_logits, labels, _ = zeroshot_logits(model, processor.tokenizer, dataset, queries,
