@@ -4,12 +4,14 @@ graph, scored against the query states of one query list, computed when the fold
 An exported folder holds `model.onnx` (fp32), with `--int8` also `model_quantized.onnx` (the linear layers in int8,
 calibrated on real ECGs), `query_states.npz`, `onnx_export.json` (the query texts and how the graphs were
 made), the processor and this code. `AutoModel.from_pretrained(folder, trust_remote_code=True)` and
-`pipeline("zero-shot-ecg-classification", model=folder, trust_remote_code=True)` load it; the runtime (onnxruntime, or
-openvino on request) is imported only when a folder is loaded.
+`pipeline("zero-shot-ecg-classification", model=folder, trust_remote_code=True)` load it. The runtime is imported only
+when a folder is loaded: OpenVINO where it is installed (the fastest on the CPUs measured, benchmarks/RESULTS.md), else
+ONNX Runtime; `runtime=` picks one.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import zipfile
@@ -26,12 +28,12 @@ QUANTIZED_FILE = "model_quantized.onnx"
 QUERY_STATES_FILE = "query_states.npz"
 EXPORT_FILE = "onnx_export.json"
 QUERY_STATE_NAMES = ("query_embeds", "fusion_targets", "fusion_query")  # graph inputs after input_values
-RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = ("auto", "openvino", "onnxruntime")
 
 
 class SupremeOnnxModel:
-    """An exported SuPreME, run by ONNX Runtime (default) or OpenVINO; scores ECGs as `SupremeModel` does, against the
-    exported queries only.
+    """An exported SuPreME, run by OpenVINO or ONNX Runtime; scores ECGs as `SupremeModel` does, against the exported
+    queries only.
 
     It stands where a `SupremeModel` with cached query states would: `model(input_values=..., query_states=...)`
     returns a [`SupremeOutput`] with `logits` (batch_size, num_queries), and [`select_query_states`] replaces
@@ -41,8 +43,11 @@ class SupremeOnnxModel:
 
     main_input_name = "input_values"
 
-    def __init__(self, run, config: SupremeConfig, queries: list[str], query_states: SupremeQueryStates, graph: Path):
+    def __init__(
+        self, run, config: SupremeConfig, queries: list[str], query_states: SupremeQueryStates, graph: Path, runtime: str
+    ):
         self._run = run  # {input name: float32 array} -> logits array
+        self.runtime = runtime
         self.config = config
         self.queries = queries
         self.query_states = query_states
@@ -54,7 +59,7 @@ class SupremeOnnxModel:
         cls,
         path: str | os.PathLike,
         file_name: str | None = None,
-        runtime: str = "onnxruntime",
+        runtime: str = "auto",
         num_threads: int | None = None,
         config: SupremeConfig | None = None,
         **kwargs,
@@ -64,7 +69,8 @@ class SupremeOnnxModel:
         Args:
             path: the folder `supreme export` wrote.
             file_name: the graph to run: default `model_quantized.onnx` (int8) where exported, else `model.onnx`.
-            runtime: `"onnxruntime"` or `"openvino"` (CPU plugin, fp32 where the graph is not int8).
+            runtime: `"openvino"` (CPU plugin, fp32 where the graph is not int8), `"onnxruntime"`, or `"auto"`:
+                OpenVINO where it is installed, else ONNX Runtime.
             num_threads: intra-op threads; default: the runtime's (all physical cores).
             config: the folder's `SupremeConfig` (AutoModel passes it); read from the folder when not given.
             kwargs: what AutoModel passes (hub and remote-code options), unused: the folder is local.
@@ -90,15 +96,17 @@ class SupremeOnnxModel:
         config: SupremeConfig,
         queries: list[str],
         query_states: SupremeQueryStates,
-        runtime: str = "onnxruntime",
+        runtime: str = "auto",
         num_threads: int | None = None,
     ) -> SupremeOnnxModel:
         """A graph file with its config, query texts and query states given directly (benchmarks, tests)."""
         graph = Path(graph)
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime == "auto":
+            runtime = "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
         run = _onnxruntime_runner(graph, num_threads) if runtime == "onnxruntime" else _openvino_runner(graph, num_threads)
-        return cls(run, config, queries, query_states, graph)
+        return cls(run, config, queries, query_states, graph, runtime)
 
     @classmethod
     def register_for_auto_class(cls, auto_class="AutoModel"):

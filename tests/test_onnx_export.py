@@ -57,13 +57,14 @@ def torch_logits(model, queries, ecgs, tokenizer):
         return model(input_values=ecgs, query_states=states).logits.numpy()
 
 
-def test_export_round_trip_equals_pytorch_and_int8_stays_close(exported, ecgs, tokenizer):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_export_round_trip_equals_pytorch_and_int8_stays_close(exported, ecgs, tokenizer, runtime):
     model, _, folder, _ = exported
     expected = torch_logits(model, QUERIES, ecgs, tokenizer)
-    fp32 = SupremeOnnxModel.from_pretrained(folder, file_name=ONNX_FILE)
+    fp32 = SupremeOnnxModel.from_pretrained(folder, file_name=ONNX_FILE, runtime=runtime)
     np.testing.assert_allclose(fp32(ecgs).logits.numpy(), expected, atol=FP32_TOLERANCE, rtol=0)
-    int8 = SupremeOnnxModel.from_pretrained(folder)  # the default: the int8 graph
-    assert int8.graph.name == QUANTIZED_FILE
+    int8 = SupremeOnnxModel.from_pretrained(folder, runtime=runtime)  # the default: the int8 graph
+    assert int8.graph.name == QUANTIZED_FILE and int8.runtime == runtime
     logits = int8(ecgs).logits.numpy()
     # a random tiny model's logits sit near one value, so only an absolute bound means something here; accuracy on a
     # trained model is benchmarks/bench_onnx.py's job
@@ -109,8 +110,8 @@ def test_classify_with_the_exported_folder_scores_its_queries(exported, capsys):
     np.testing.assert_allclose(list(scores.values()), expected.numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "remove"])
-def test_a_corrupt_or_missing_onnx_file_gives_one_clear_line(exported, capsys, tmp_path, damage):
+@pytest.mark.parametrize(("damage", "runtime"), [("truncate", "onnxruntime"), ("truncate", "openvino"), ("remove", "auto")])
+def test_a_corrupt_or_missing_onnx_file_gives_one_clear_line(exported, capsys, tmp_path, damage, runtime):
     _, _, folder, _ = exported
     copy = shutil.copytree(folder, tmp_path / "copy")
     graph = copy / QUANTIZED_FILE
@@ -119,7 +120,7 @@ def test_a_corrupt_or_missing_onnx_file_gives_one_clear_line(exported, capsys, t
     else:
         graph.unlink()
         (copy / ONNX_FILE).unlink()
-    status, _, err = run_cli(capsys, "classify", str(RECORDS / "00001_hr"), "--onnx", str(copy))
+    status, _, err = run_cli(capsys, "classify", str(RECORDS / "00001_hr"), "--onnx", str(copy), "--runtime", runtime)
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and lines[0].startswith("supreme: error:"), err
     assert str(graph if damage == "truncate" else copy / ONNX_FILE) in lines[0]

@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(its int8 graph where exported; default queries: the exported ones)"
     )
     classify_parser.add_argument(
-        "--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime", help="for --onnx (default: onnxruntime)"
+        "--runtime", choices=("auto", "openvino", "onnxruntime"), default="auto",
+        help="for --onnx; auto (the default): OpenVINO where installed, else ONNX Runtime"
     )
     classify_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     classify_parser.set_defaults(handler=classify)
