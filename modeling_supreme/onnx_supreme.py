@@ -181,7 +181,7 @@ def load_query_states(path: Path, num_queries: int) -> SupremeQueryStates:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not readable query states ({_first_line(error)})") from None
+        raise ValueError(f"{path}: not readable query states ({_reason(error)})") from None
     if set(arrays) != set(QUERY_STATE_NAMES) or any(len(arrays[name]) != num_queries for name in QUERY_STATE_NAMES[:2]):
         raise ValueError(f"{path}: expected {QUERY_STATE_NAMES} for {num_queries} queries; export the folder again")
     return SupremeQueryStates(**{name: torch.from_numpy(arrays[name]) for name in QUERY_STATE_NAMES})
@@ -199,7 +199,7 @@ def _onnxruntime_runner(graph: Path, num_threads: int | None):
     try:
         session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises untyped pybind errors for a damaged or foreign file
-        raise ValueError(f"{graph}: not a usable ONNX graph ({_first_line(error)})") from None
+        raise ValueError(f"{graph}: not a usable ONNX graph ({_reason(error)})") from None
     names = [node.name for node in session.get_inputs()]
     _check_inputs(graph, names)
     return lambda feeds: session.run(["logits"], feeds)[0]
@@ -218,7 +218,7 @@ def _openvino_runner(graph: Path, num_threads: int | None):
     try:
         compiled = openvino.Core().compile_model(str(graph), "CPU", properties)
     except Exception as error:  # OpenVINO raises RuntimeError with a multi-line trace for a damaged file
-        raise ValueError(f"{graph}: not a usable ONNX graph ({_first_line(error)})") from None
+        raise ValueError(f"{graph}: not a usable ONNX graph ({_reason(error)})") from None
     _check_inputs(graph, [node.get_any_name() for node in compiled.inputs])
     request = compiled.create_infer_request()
     return lambda feeds: request.infer(feeds)[compiled.output("logits")].copy()
@@ -230,9 +230,11 @@ def _check_inputs(graph: Path, names: list[str]) -> None:
         raise ValueError(f"{graph}: graph inputs {names}, expected {expected}; not a SuPreME export")
 
 
-def _first_line(error: Exception) -> str:
+def _reason(error: Exception) -> str:
+    """One line of a runtime's error: the last that is not a source location (OpenVINO stacks several)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    lines = [line for line in lines if not line.startswith(("Exception from", "Check '"))] or lines
+    return lines[-1] if lines else type(error).__name__
 
 
 __all__ = ["SupremeOnnxModel"]
