@@ -158,7 +158,7 @@ class SupremeOnnxModel:
             fusion_query=states.fusion_query[:, rows],
         )
 
-    def __call__(self, input_values, query_states: SupremeQueryStates | None = None, **kwargs) -> SupremeOutput:
+    def __call__(self, input_values, query_states: SupremeQueryStates | None = None) -> SupremeOutput:
         """input_values (batch_size, num_leads, num_samples) from the processor; `query_states` from
         `select_query_states` (default: every exported query) → `SupremeOutput.logits` (batch_size, num_queries)."""
         values = np.ascontiguousarray(torch.as_tensor(input_values, dtype=torch.float32).cpu().numpy())

@@ -132,6 +132,9 @@ def export_graphs(
     }
     (output_dir / QUANTIZED_FILE).unlink(missing_ok=True)
     if int8:
+        import onnxruntime
+
+        record["onnxruntime"] = onnxruntime.__version__
         quantized = output_dir / QUANTIZED_FILE
         quantize_int8(graph, quantized, calibration_ecgs, state_arrays)
         logits = run_graph(quantized, check_ecgs, state_arrays)
