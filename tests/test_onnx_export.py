@@ -126,10 +126,13 @@ def test_a_corrupt_or_missing_onnx_file_gives_one_clear_line(exported, capsys, t
     assert str(graph if damage == "truncate" else copy / ONNX_FILE) in lines[0]
 
 
-def test_int8_without_real_ecgs_to_calibrate_is_refused(exported, capsys, tmp_path):
+def test_int8_without_real_ecgs_or_over_a_checkpoint_is_refused(exported, capsys, tmp_path):
     status, _, err = run_cli(capsys, "export", "--model", str(tmp_path), "--output", str(tmp_path / "out"), "--query",
                              "x", "--int8")
     assert status == 2 and "--calibration" in err and len(err.strip().splitlines()) == 1
+    checkpoint = exported[2].parent / "checkpoint"
+    status, _, err = run_cli(capsys, "export", "--model", str(checkpoint), "--output", str(checkpoint), "--query", "x")
+    assert status == 2 and "holds a PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_paper_decoder_export_for_295_queries_needs_its_whole_list(tmp_path, tokenizer, ecgs):

@@ -130,6 +130,8 @@ def export(args) -> None:
     from training.onnx_export import export_onnx, processed_ecgs
 
     queries = read_queries(args)
+    if (Path(args.output) / "model.safetensors").exists():
+        raise CommandError(f"{args.output} holds a PyTorch checkpoint: export to another folder")
     if args.int8 and not args.calibration:
         raise CommandError("--int8 calibrates on real ECGs: give --calibration RECORD_OR_DIR (e.g. 64 training ECGs)")
     model, processor = load_model(args.model, "cpu")
