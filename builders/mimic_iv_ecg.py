@@ -1,18 +1,21 @@
 """Build SuPreME's pre-training dataset from MIMIC-IV-ECG v1.0: waveforms + labels extracted from the machine reports.
 
     python -m builders.mimic_iv_ecg --input MIMIC_ROOT --output OUT_DIR [--labeller rules|transformers|vllm]
-        [--llm MODEL] [--text-encoder PATH_OR_ID] [--num-proc N] [--limit N] [--push-to-hub REPO_ID]
+        [--llm MODEL] [--rules-first] [--no-grammar] [--text-encoder PATH_OR_ID] [--num-proc N] [--limit N]
+        [--push-to-hub REPO_ID]
 
 MIMIC_ROOT is the PhysioNet download (record_list.csv, machine_measurements.csv, files/). The steps:
 
 1. Index: join record_list.csv and machine_measurements.csv on study_id; a record's report is its non-empty
    report_0 … report_17, one statement a line. Empty reports and reports under `--min-words` (3) words are dropped;
    words are counted as a reader counts them, split at whitespace and "/" ("Atrial flutter/fibrillation": 3 words).
-2. Label: every distinct statement is sent once to the labeller (`rules`, `transformers` or `vllm`; LLM answers are
-   cached on disk under OUT_DIR/.cache); Uncertain entities are dropped; the rest map to the cardiac vocabulary's
-   standard terms (exactly, else by text-encoder clustering: builders/labelling/mapping.py). A record's `labels` are
-   the terms of all its statements; the class names (the query list) are every term some record carries, most
-   frequent first.
+2. Label: every distinct statement is sent once to the labeller (`rules`, `transformers` or `vllm`; the LLM is loaded
+   and checked before any record is read, decodes under the response grammar unless `--no-grammar`, and its answers
+   are cached on disk under OUT_DIR/.cache; `--rules-first` prompts only the statements the rules labeller cannot
+   account for). Entities map to the cardiac vocabulary's standard terms (exactly, else by text-encoder clustering:
+   builders/labelling/mapping.py). A record's `labels` are the terms its statements assert; the terms they name only
+   as Uncertain are dropped from `labels` and kept in `uncertain_terms`. The class names (the query list) are every
+   term some record carries as a label, most frequent first.
 3. Write: records are split by patient (a patient's records all go to `validation` when a hash of its subject_id
    falls under `--validation-fraction`), read in `--num-proc` processes (int16 samples in the canonical lead order,
    missing samples filled) and written as Parquet shards of `--records-per-shard` records. Each shard is finished
@@ -50,17 +53,20 @@ from builders.dataset_writing import (
     write_shard,
 )
 from builders.labelling.cache import ResponseCache
+from builders.labelling.causal_lm import ModelLoadError
 from builders.labelling.extraction import BACKENDS, make_extractor
-from builders.labelling.mapping import DEFAULT_TEXT_ENCODER, TextEncoder, map_entities
+from builders.labelling.mapping import DEFAULT_TEXT_ENCODER, TextEncoder, label_statements
 from builders.labelling.rules import RULES_AGREEMENT
 from builders.labelling.statistics import plot_label_frequency, write_stats
+from builders.labelling.study_agreement import LLM_AGREEMENT
 from builders.labelling.vocabulary import load_vocabulary, normalize_phrase
 from builders.wfdb_reading import RecordError, read_wfdb
 
 N_REPORTS = 18
 SPLITS = ("train", "validation")
 ENTITY = {"entity": datasets.Value("string"), "category": datasets.Value("string"), "term": datasets.Value("string")}
-EXTRA_FEATURES = {"ecg_time": datasets.Value("string"), "entities": datasets.List(ENTITY)}
+EXTRA_FEATURES = {"ecg_time": datasets.Value("string"), "entities": datasets.List(ENTITY),
+                  "uncertain_terms": datasets.List(datasets.Value("string"))}
 _KILL_AFTER_SHARDS = "SUPREME_BUILD_KILL_AFTER_SHARDS"  # test hook: SIGKILL the build after N shards
 _WORD = re.compile(r"[^\s/]+")
 
@@ -83,6 +89,8 @@ class BuildConfig:
     max_new_tokens: int = 256
     retries: int = 2
     retry_failures: bool = False
+    grammar: bool = True
+    rules_first: bool = False
     push_to_hub: str | None = None
 
 
@@ -90,43 +98,31 @@ def build(config: BuildConfig) -> dict:
     """Run the whole build (see the module docstring); returns the statistics written to stats.json."""
     started = time.time()
     root, out = Path(config.input), Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
+    # the labeller (and its model) first: a wrong --llm fails before any record is read
+    extractor = make_extractor(config.labeller, config.llm, max_new_tokens=config.max_new_tokens,
+                               retries=config.retries, grammar=config.grammar, rules_first=config.rules_first)
     records, dropped = index_records(root, config.limit, config.min_words)
+    out.mkdir(parents=True, exist_ok=True)
     n_listed = len(records) + len(dropped)
 
-    # Labelling: distinct statements → entities → standard terms.
+    # Labelling: distinct statements → entities → standard terms (uncertain ones kept apart).
     statements = sorted({s for r in records for s in r["statements"]})
-    extractor = make_extractor(config.labeller, config.llm, max_new_tokens=config.max_new_tokens,
-                               retries=config.retries) if config.labeller != "rules" else make_extractor("rules")
     cache = None
     if config.labeller != "rules":
         cache = ResponseCache(out / ".cache" / f"{config.labeller}-responses.jsonl")
     extraction = extractor.extract_all(statements, cache, retry_failures=config.retry_failures)
     if cache is not None:
         cache.close()
-    vocabulary = load_vocabulary()
-    kept_entities = sorted({normalize_phrase(e["entity"]) for s in statements for e in extraction.entities[s]
-                            if e["category"] != "Uncertain"} - {""})
-    inexact = [e for e in kept_entities if vocabulary.synonyms.get(e) is None]
-    encoder = _load_encoder(config, len(inexact)) if inexact else None
-    mapping = map_entities(kept_entities, vocabulary, encoder, cluster_threshold=config.cluster_threshold,
-                           map_threshold=config.map_threshold)
-
-    statement_terms, statement_entities = {}, {}
-    for s in statements:
-        entities = []
-        for e in extraction.entities[s]:
-            term = mapping.term_of.get(normalize_phrase(e["entity"])) if e["category"] != "Uncertain" else None
-            entities.append({"entity": e["entity"], "category": e["category"], "term": term or ""})
-        statement_entities[s] = entities
-        statement_terms[s] = {e["term"] for e in entities if e["term"]}
-    frequency = Counter(t for r in records for t in set().union(*(statement_terms[s] for s in r["statements"])))
+    labelled = label_statements(extraction.entities, load_vocabulary(), lambda n: _load_encoder(config, n),
+                                cluster_threshold=config.cluster_threshold, map_threshold=config.map_threshold)
+    frequency = Counter(t for r in records for t in set().union(*(labelled.terms[s] for s in r["statements"])))
     class_names = [t for t, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))]
     class_index = {t: i for i, t in enumerate(class_names)}
     for r in records:
-        terms = set().union(*(statement_terms[s] for s in r["statements"]))
+        terms = set().union(*(labelled.terms[s] for s in r["statements"]))
         r["labels"] = sorted(class_index[t] for t in terms)
-        r["entities"] = [e for s in r["statements"] for e in statement_entities[s]]
+        r["uncertain_terms"] = sorted(set().union(*(labelled.uncertain_terms[s] for s in r["statements"])) - terms)
+        r["entities"] = [e for s in r["statements"] for e in labelled.entities[s]]
 
     # Waveforms: patient-disjoint splits, shards written in parallel, resumable.
     validation_subjects = _validation_subjects([r["subject_id"] for r in records], config.validation_fraction)
@@ -148,8 +144,7 @@ def build(config: BuildConfig) -> dict:
         written.update(note["label_counts"])
     label_frequency = {class_names[int(i)]: written[i] for i in sorted(written, key=lambda i: (-written[i], int(i)))}
     stats = _statistics(config, n_listed, records, dropped, notes, shards, statements, extraction, extractor.model,
-                        mapping, encoder, kept_entities, len(class_names), label_frequency, reused,
-                        time.time() - started)
+                        labelled, len(class_names), label_frequency, reused, time.time() - started)
     write_stats(stats, out / "stats.json")
     plot_label_frequency(label_frequency, stats["records"]["kept"], out / "label_frequency.png")
     _write_card(out, class_names, stats, config)
@@ -219,7 +214,8 @@ def _validation_subjects(subjects: list[str], fraction: float) -> set[str]:
 
 
 def _shard_task(root: Path, out: Path, split: str, index: int, members: list[dict], class_names: list[str]) -> dict:
-    rows = [{k: r[k] for k in ("study_id", "subject_id", "path", "ecg_time", "report", "labels", "entities")}
+    rows = [{k: r[k] for k in ("study_id", "subject_id", "path", "ecg_time", "report", "labels", "entities",
+                               "uncertain_terms")}
             for r in members]
     fingerprint = hashlib.sha256(json.dumps([class_names, rows], sort_keys=True).encode()).hexdigest()
     work = out / ".work"
@@ -300,7 +296,7 @@ def write_record_shard(task: dict) -> dict:
             note["subjects"].add(r["subject_id"])
             yield {"id": r["study_id"], "subject_id": r["subject_id"], "ecg": digital,
                    "adc_gain": ecg.adc_gain, "report": r["report"], "labels": r["labels"], "ecg_time": r["ecg_time"],
-                   "entities": r["entities"]}
+                   "entities": r["entities"], "uncertain_terms": r["uncertain_terms"]}
 
     note["rows"] = write_shard(rows(), features, task["parquet"])
     note["label_counts"] = {str(k): v for k, v in sorted(note["label_counts"].items())}
@@ -345,16 +341,20 @@ def _write_dropped(path: Path, dropped: list[dict]) -> None:
         writer.writerows(dropped)
 
 
-def _statistics(config, n_listed, records, dropped, notes, shards, statements, extraction, model, mapping, encoder,
-                kept_entities, n_classes, label_frequency, reused, seconds) -> dict:
+def _statistics(config, n_listed, records, dropped, notes, shards, statements, extraction, model, labelled,
+                n_classes, label_frequency, reused, seconds) -> dict:
     """stats.json: the "run" part describes this invocation (LLM prompts, cache hits, time); the rest is the dataset's
     and is identical for a resumed build. `classes` counts the ClassLabel names (terms of records with a usable
-    report); `final_terms` those that some written record carries (a record can still fail to read)."""
+    report); `final_terms` those that some written record carries (a record can still fail to read). With
+    --rules-first, `statement_labeller` says which labeller answered each distinct statement."""
     raw = [e for s in statements for e in extraction.entities[s]]
     occurrences = sum(len(r["statements"]) for r in records)
     kept = sum(n["rows"] for n in notes)
+    mapping, encoder = labelled.mapping, labelled.encoder
     clusters = len(mapping.clusters)
     mapped = sum(t is not None for t in mapping.cluster_terms)
+    by_rules = set(extraction.by_rules)
+    llm = config.labeller != "rules"
     split_rows = {split: sum(n["rows"] for n in notes if n["split"] == split) for split in SPLITS}
     patients = {split: len({s for n in notes if n["split"] == split for s in n["subjects"]}) for split in SPLITS}
     return {
@@ -374,15 +374,21 @@ def _statistics(config, n_listed, records, dropped, notes, shards, statements, e
         "labelling": {
             "labeller": config.labeller,
             "model": model,
+            "grammar": config.grammar if llm else None,
+            "rules_first": config.rules_first if llm else None,
             "distinct_statements": len(statements),
+            "statements_by_rules": len(by_rules) if llm else len(statements),
+            "statements_by_llm": len(statements) - len(by_rules) if llm else 0,
             "statement_occurrences": occurrences,
-            "prompts_per_record": len(statements) / len(records) if records and config.labeller != "rules" else 0.0,
+            "prompts_per_record": (len(statements) - len(by_rules)) / len(records) if records and llm else 0.0,
             "distinct_statements_per_record": len(statements) / len(records) if records else 0.0,
             "failed_statements": len(extraction.failures),
             "raw_entities": len(raw),
             "unique_entities": len({normalize_phrase(e["entity"]) for e in raw}),
             "uncertain_entities": sum(e["category"] == "Uncertain" for e in raw),
-            "unique_entities_after_uncertainty_filter": len(kept_entities),
+            "unique_entities_after_uncertainty_filter": len(labelled.kept_entities),
+            "unique_entities_only_uncertain": len(labelled.uncertain_mapping.term_of),
+            "records_with_uncertain_terms": sum(bool(r["uncertain_terms"]) for r in records),
             "clusters": clusters,
             "mapped_clusters": mapped,
             "mapped_share": mapped / clusters if clusters else 0.0,
@@ -393,6 +399,8 @@ def _statistics(config, n_listed, records, dropped, notes, shards, statements, e
             "map_threshold": config.map_threshold,
         },
         "label_frequency": label_frequency,
+        **({"statement_labeller": {s: "rules" if s in by_rules else "llm" for s in statements}}
+           if llm and config.rules_first else {}),
         "run": {
             "llm_prompts": extraction.llm_calls,
             "cache_hits": extraction.cache_hits,
@@ -455,12 +463,27 @@ def _write_card(out: Path, class_names: list[str], stats: dict, config: BuildCon
             "LLM labelling; rebuild with `--labeller vllm --llm <instruct model>` for that."
         )
     else:
+        decoding = ("grammar-constrained decoding (the response JSON schema compiled by xgrammar), so every complete "
+                    "answer parses" if labelling["grammar"] else "free decoding (no grammar), answers parsed leniently")
+        rules_first = (
+            f" With `--rules-first`, the rules labeller answered the {labelling['statements_by_rules']:,} statements "
+            f"whose every word the cardiac vocabulary and its rules account for, and the LLM the other "
+            f"{labelling['statements_by_llm']:,} (`statement_labeller` in `stats.json` says which answered each)."
+            if labelling["rules_first"] else "")
+        smollm2 = LLM_AGREEMENT
+        model = Path(labelling["model"]).name if Path(labelling["model"]).exists() else labelling["model"]  # no local path
         how = (
-            f"Labels come from the `{config.labeller}` labeller with `{labelling['model']}`: each distinct machine "
+            f"Labels come from the `{config.labeller}` labeller with `{model}`: each distinct machine "
             "statement was prompted once (vocabulary-guided, few-shot, JSON output) for entities tagged Normal, "
-            "Abnormal or Uncertain; Uncertain entities were dropped and the rest mapped to standard terms "
-            f"(text encoder `{labelling['text_encoder']}`, cluster threshold {config.cluster_threshold}, map threshold "
-            f"{config.map_threshold}). {labelling['failed_statements']:,} statements got no valid answer and no labels."
+            f"Abnormal or Uncertain, with {decoding}; Uncertain entities were dropped from the labels and the rest "
+            f"mapped to standard terms (text encoder `{labelling['text_encoder']}`, cluster threshold "
+            f"{config.cluster_threshold}, map threshold {config.map_threshold}). {labelling['failed_statements']:,} "
+            f"statements got no valid answer and no labels.{rules_first} How far to trust an LLM's labels depends on "
+            "the model: `benchmarks/bench_labelling.py --llm MODEL` measures it against a public study's reading of "
+            "546 real MIMIC-IV-ECG statements for six classes (NSR, AF, IAVB, LBBB, RBBB, old MI). For scale: the "
+            f"rules labeller agrees on {RULES_AGREEMENT['statements']:.1%} of statement-class pairs, the small "
+            f"{smollm2['model']} on {smollm2['statements']:.1%} ({smollm2['with_rules_first']:.1%} with "
+            "`--rules-first`), measured on a CPU (benchmarks/RESULTS.md)."
         )
     description = (
         "ECGs of MIMIC-IV-ECG v1.0 (12 leads, 10 s, 500 Hz) with multi-label cardiac findings extracted from their "
@@ -477,8 +500,13 @@ def _write_card(out: Path, class_names: list[str], stats: dict, config: BuildCon
             f"than {config.min_words} words are dropped; words are split at whitespace and \"/\", so \"Atrial "
             "flutter/fibrillation\" counts 3);\n"
             "- `labels`: positive standard terms; the `ClassLabel` names are the query list;\n"
-            "- `entities`: every extracted entity with its category and mapped term (empty if unmapped), for "
-            "provenance; `ecg_time`: acquisition time (MIMIC's shifted dates)."
+            "- `entities`: every extracted entity with its category (Normal, Abnormal, Uncertain) and mapped standard "
+            "term (empty if unmapped), for provenance;\n"
+            "- `uncertain_terms`: the standard terms the report names only as Uncertain (possible, probable, consider, "
+            "cannot rule out, borderline ...), which `labels` leaves out as the paper does; a term also stated "
+            "definitely is a label, not listed here. `labels` names plus `uncertain_terms` is the labelling that keeps "
+            "hedged findings, without prompting again;\n"
+            "- `ecg_time`: acquisition time (MIMIC's shifted dates)."
         ),
         "Labelling": how,
         "Statistics": (
@@ -511,7 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--input", required=True, help="MIMIC-IV-ECG v1.0 folder (record_list.csv, files/, ...)")
     parser.add_argument("--output", required=True, help="output folder (Parquet shards, README.md, stats.json)")
     parser.add_argument("--labeller", choices=BACKENDS, default="rules", help="entity extraction backend")
-    parser.add_argument("--llm", help="model name or folder for the transformers/vllm labellers")
+    parser.add_argument("--llm", help="model for the transformers/vllm labellers: a Hub id, a folder or (transformers) "
+                                      "a .gguf file")
     parser.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER,
                         help="BERT name or folder embedding entities for deduplication/mapping")
     parser.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="text encoder pooling")
@@ -525,10 +554,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="LLM answer length")
     parser.add_argument("--retries", type=int, default=2, help="extra attempts for malformed or empty LLM answers")
     parser.add_argument("--retry-failures", action="store_true", help="re-prompt statements cached as failures")
+    parser.add_argument("--no-grammar", dest="grammar", action="store_false",
+                        help="decode LLM answers freely instead of constraining them to the response JSON schema")
+    parser.add_argument("--rules-first", action="store_true",
+                        help="answer statements the cardiac vocabulary covers fully with the rules labeller and "
+                             "prompt the LLM only for the others")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the finished folder to this dataset repo")
     args = parser.parse_args(argv)
     config = BuildConfig(**{k.replace("-", "_"): v for k, v in vars(args).items()})
-    stats = build(config)
+    try:
+        stats = build(config)
+    except ModelLoadError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     records = stats["records"]
     print(f"{records['kept']:,} of {records['listed']:,} records written to {config.output} "
           f"(dropped: {records['dropped'] or 'none'}); {stats['labelling']['final_terms']} labels; "

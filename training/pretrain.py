@@ -44,6 +44,7 @@ from modeling_supreme.processing_supreme import (  # noqa: E402
     SupremeProcessor,
     ecg_from_digital,
 )
+from training.augmentation import augment, check_augmentations  # noqa: E402
 from training.ecg_data import class_names, ecg_dataloader, load_ecg_dataset  # noqa: E402
 
 # Every key a config may set, with its default. Optimiser values follow MERL's published config (same group; SuPreME
@@ -67,9 +68,11 @@ DEFAULTS = {
     "learning_rate": 1.0e-3,
     "weight_decay": 1.0e-8,
     "adam_betas": [0.9, 0.999],
-    "t_0": 5000,  # CosineAnnealingWarmRestarts period, in optimiser steps
+    "warmup_steps": 0,  # linear warm-up from 0 to learning_rate before the cosine schedule (not in the paper)
+    "t_0": 5000,  # cosine annealing with warm restarts: period in optimiser steps after the warm-up; null: the run
     "eta_min": 1.0e-8,
     "max_grad_norm": None,
+    "augment": [],  # training-time augmentation of the ECGs (training/augmentation.py): e.g. [time_shift]
     "max_epochs": 50,
     "max_steps": None,  # stop after this many optimiser steps (demo, tests)
     "patience": 10,  # epochs without improvement before stopping
@@ -105,9 +108,20 @@ def parse_config(argv: list[str] | None = None) -> dict:
         key = rest[i]
         if not key.startswith("--") or i + 1 >= len(rest):
             raise ConfigError(f"expected --key value pairs after --config, got {' '.join(rest[i:i + 2])!r}")
-        overrides[key[2:].replace("-", "_")] = yaml.safe_load(rest[i + 1])
+        overrides[key[2:].replace("-", "_")] = _override_value(rest[i + 1])
     config.update(_checked_keys(overrides, "the command line"))
     return config
+
+
+def _override_value(text: str):
+    """A command-line value in YAML syntax; YAML 1.1 reads `3e-3` (no dot) as a string, a user means the number."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _checked_keys(values: dict, where: str) -> dict:
@@ -135,6 +149,22 @@ def model_config(value) -> SupremeConfig:
     if isinstance(value, dict):
         return SupremeConfig(**value)
     return SupremeConfig.from_pretrained(value)
+
+
+def warmup_cosine_restarts(optimizer, warmup_steps: int, t_0: int, eta_min: float):
+    """Linear warm-up over `warmup_steps`, then cosine annealing with warm restarts every `t_0` steps down to
+    `eta_min` (`CosineAnnealingWarmRestarts`' schedule, shifted by the warm-up), as one `LambdaLR`."""
+    floors = [eta_min / group["lr"] for group in optimizer.param_groups]
+
+    def factor(step: int, floor: float) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        cycle = (step - warmup_steps) % t_0 / t_0
+        return floor + (1 - floor) * (1 + math.cos(math.pi * cycle)) / 2
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [lambda step, floor=floor: factor(step, floor) for floor in floors]
+    )
 
 
 def mixed_precision(value: str) -> str:
@@ -230,6 +260,10 @@ def main(argv: list[str] | None = None) -> dict:
         project_dir=str(output_dir / "logs"),
     )
     accumulation = gradient_accumulation(config, accelerator.num_processes)
+    try:
+        augmentations = check_augmentations(config["augment"])
+    except ValueError as error:
+        raise ConfigError(f"augment: {error}") from error
     set_seed(config["seed"])
 
     # ---- data: the query list is the dataset's class names -------------------------------------------------------
@@ -260,6 +294,14 @@ def main(argv: list[str] | None = None) -> dict:
         if steps_per_epoch == 0:
             raise ConfigError(f"the {config['train_split']!r} split of {config['data']} has {len(train_data)} ECGs, "
                               f"fewer than one global batch ({config['global_batch_size']}): lower global_batch_size")
+    t_0 = config["t_0"]
+    if t_0 is None:  # one cosine over the whole run, after the warm-up
+        steps = [config["max_steps"]] if config["max_steps"] else []
+        if not config["streaming"]:
+            steps.append(config["max_epochs"] * steps_per_epoch)
+        if not steps:
+            raise ConfigError("t_0: null needs the run's length: set max_steps for a streaming dataset")
+        t_0 = max(1, min(steps) - config["warmup_steps"])
     checkpoint = None
     if config["resume"]:
         checkpoint = latest_checkpoint(output_dir) if config["resume"] == "latest" else Path(config["resume"])
@@ -287,8 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=config["weight_decay"],
                                   betas=tuple(config["adam_betas"]))
     # Stepped once per optimiser step here; Accelerate's prepared scheduler would step once per process.
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=config["t_0"],
-                                                                     eta_min=config["eta_min"])
+    scheduler = warmup_cosine_restarts(optimizer, config["warmup_steps"], t_0, config["eta_min"])
     if config["compile"]:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -350,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
                 values = ecg_from_digital(batch["ecg"].to(accelerator.device, non_blocking=True),
                                           batch["adc_gain"].to(accelerator.device, non_blocking=True),
                                           config["normalization"])
+                values = augment(values, augmentations)
                 labels = batch["labels"].to(accelerator.device, non_blocking=True)
                 # gradients are averaged over processes only on the last micro-batch of the step
                 with accelerator.no_sync(model) if i < accumulation - 1 else nullcontext():

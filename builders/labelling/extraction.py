@@ -1,26 +1,36 @@
-"""Entity extraction behind one interface, three backends: `rules`, `transformers`, `vllm`.
+"""Entity extraction behind one interface: `rules`, `transformers`, `vllm`, and the LLMs behind the rules (`RulesFirst`).
 
 `extractor.extract_all(statements, cache)` returns an `ExtractionResult` whatever the backend. The two LLM backends
-share everything (prompt, parsing, cache, retries, failure counting) and differ only in `generate`, the call that turns
-chat conversations into texts:
+share everything (prompt, grammar, parsing, cache, retries, failure counting) and differ only in `generate`, the call
+that turns chat conversations into texts:
 
-- `transformers`: any local causal LM (`AutoModelForCausalLM`), batched `generate`, for small models and CPUs;
-- `vllm`: vLLM's offline engine, tensor-parallel over the visible GPUs, JSON-schema structured decoding; imported
-  only when chosen (`pip install -e '.[label]'`).
+- `transformers`: any local causal LM with a chat template (`builders/labelling/causal_lm.py`: a folder, a Hub id or
+  a `.gguf` file), batched `generate` from the shared prompt prefix's KV cache, for small models and CPUs;
+- `vllm`: vLLM's offline engine (`LLM.chat`), tensor-parallel over the visible GPUs; imported only when chosen
+  (`pip install -e '.[label]'`).
+
+Both constrain decoding with the same grammar, compiled from `prompt.RESPONSE_SCHEMA` by xgrammar: vLLM through its
+structured outputs (`StructuredOutputsParams(json=...)`), transformers through xgrammar's logits processor for
+`generate`. An answer then parses by construction unless it hits the new-token limit. `grammar=False` (`--no-grammar`)
+decodes freely, for engines or models where the grammar is unwanted; the parser, retries and failure counts are the
+same either way.
 
 Attempt 0 decodes greedily; a malformed or empty answer is retried with seeded sampling (temperature 0.7, seed =
 attempt), and after `retries` more attempts the statement is recorded as a failure: it gets no entities, the build
-goes on, and the statistics count it. Every outcome is cached, so a rerun sends no prompt already answered
-(`retry_failures=True` re-prompts the failures).
+goes on, and the statistics count it. Every outcome is cached, keyed by backend, grammar, model and prompt, so a rerun
+sends no prompt already answered (`retry_failures=True` re-prompts the failures).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .cache import ResponseCache, cache_key
-from .prompt import RESPONSE_SCHEMA, build_messages, parse_response, render_plain
+from .causal_lm import ChatModel, ModelLoadError, first_line
+from .prompt import RESPONSE_SCHEMA, build_messages, parse_response
 from .rules import RulesExtractor
 from .vocabulary import Vocabulary, load_vocabulary
 
@@ -29,13 +39,15 @@ BACKENDS = ("rules", "transformers", "vllm")
 
 @dataclass
 class ExtractionResult:
-    """`entities[statement]`: [{"entity", "category"}] (empty for failures)."""
+    """`entities[statement]`: [{"entity", "category"}] (empty for failures); `by_rules`: the statements the rules
+    answered under `RulesFirst` (the LLM answered the others)."""
 
     entities: dict[str, list[dict[str, str]]]
     failures: list[str] = field(default_factory=list)
     llm_calls: int = 0
     cache_hits: int = 0
     retried: int = 0
+    by_rules: list[str] = field(default_factory=list)
 
 
 class RulesBackend:
@@ -58,12 +70,18 @@ class LLMBackend:
     backend = "llm"
 
     def __init__(self, model: str, vocabulary: Vocabulary | None = None, *, max_new_tokens: int = 256,
-                 batch_size: int = 16, retries: int = 2):
+                 batch_size: int = 16, retries: int = 2, grammar: bool = True):
         self.model = model
         self.vocabulary = vocabulary or load_vocabulary()
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.retries = retries
+        self.grammar = grammar
+
+    @property
+    def cache_name(self) -> str:
+        """The backend as the cache keys it: answers decoded with and without the grammar are different answers."""
+        return f"{self.backend}+grammar" if self.grammar else self.backend
 
     def generate(self, conversations: list[list[dict[str, str]]], attempt: int) -> list[str]:
         """One answer text per conversation; attempt 0 greedy, later attempts sampled with seed `attempt`."""
@@ -75,7 +93,7 @@ class LLMBackend:
         pending = []
         for statement in statements:
             messages = build_messages(statement, self.vocabulary)
-            key = cache_key(self.backend, self.model, messages)
+            key = cache_key(self.cache_name, self.model, messages)
             entry = cache.get(key) if cache is not None else None
             if entry is not None and (entry["ok"] or not retry_failures):
                 result.cache_hits += 1
@@ -94,8 +112,8 @@ class LLMBackend:
         return result
 
     def _prompt_batch(self, batch, result: ExtractionResult) -> list[dict]:
-        entries = [{"key": key, "backend": self.backend, "model": self.model, "statement": statement,
-                    "responses": [], "entities": None, "ok": False} for statement, _, key in batch]
+        entries = [{"key": key, "backend": self.backend, "grammar": self.grammar, "model": self.model,
+                    "statement": statement, "responses": [], "entities": None, "ok": False} for statement, _, key in batch]
         todo = list(range(len(batch)))
         for attempt in range(self.retries + 1):
             if not todo:
@@ -123,46 +141,61 @@ class LLMBackend:
 
 
 class TransformersBackend(LLMBackend):
-    """Any local causal LM through transformers' `generate` (CUDA when available, else CPU)."""
+    """Any local causal LM with a chat template through transformers' `generate` (CUDA when available, else CPU)."""
 
     backend = "transformers"
 
-    def __init__(self, model: str, vocabulary: Vocabulary | None = None, **kwargs):
-        super().__init__(model, vocabulary, **kwargs)
+    def __init__(self, model: str, vocabulary: Vocabulary | None = None, *, batch_size: int = 8, **kwargs):
+        super().__init__(model, vocabulary, batch_size=batch_size, **kwargs)
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.tokenizer.padding_side = "left"  # generation continues from the right end
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype="auto").to(self.device).eval()
+        self.chat_model = ChatModel(model, "cuda" if torch.cuda.is_available() else "cpu")
+        if self.grammar:
+            _import_xgrammar()  # missing, it fails now rather than at the first prompt
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return render_plain(messages)
+    @cached_property
+    def compiled_grammar(self):
+        """`RESPONSE_SCHEMA` over this model's vocabulary, compiled on the first prompt (a cached rerun never needs
+        it)."""
+        return compile_response_grammar(self.chat_model.tokenizer, self.chat_model.config.vocab_size)
 
     def generate(self, conversations, attempt):
         import torch
 
-        texts = [self.render(messages) for messages in conversations]
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        # only what every causal LM takes (BERT-style tokenizers also return token_type_ids)
-        inputs = {k: encoded[k].to(self.device) for k in ("input_ids", "attention_mask")}
         sampling = {"do_sample": True, "temperature": 0.7, "top_p": 0.95} if attempt else {"do_sample": False}
         if attempt:
             torch.manual_seed(attempt)
-        with torch.no_grad():
-            output = self.lm.generate(**inputs, max_new_tokens=self.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        processors = None
+        if self.grammar:
+            from xgrammar.contrib.hf import LogitsProcessor
+
+            processors = [LogitsProcessor(self.compiled_grammar)]  # it keeps per-sequence state: one per call
+        return self.chat_model.generate(conversations, max_new_tokens=self.max_new_tokens, sampling=sampling,
+                                        logits_processor=processors)
+
+
+def compile_response_grammar(tokenizer, vocab_size: int):
+    """`RESPONSE_SCHEMA` as an xgrammar grammar over the model's vocabulary (`vocab_size`: the logits' width, which
+    can exceed the tokenizer's); compact separators, as vLLM's `disable_any_whitespace=True`."""
+    xgrammar = _import_xgrammar()
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+    return xgrammar.GrammarCompiler(info).compile_json_schema(json.dumps(RESPONSE_SCHEMA), any_whitespace=False)
+
+
+def _import_xgrammar():
+    try:
+        import xgrammar
+    except ImportError as error:
+        raise ImportError("grammar-constrained decoding needs xgrammar: pip install -e '.[llm]', or pass --no-grammar") \
+            from error
+    return xgrammar
 
 
 class VLLMBackend(LLMBackend):
-    """vLLM's offline engine: chat template, JSON-schema structured decoding, tensor-parallel over all visible GPUs."""
+    """vLLM's offline engine: chat template, the response grammar, tensor-parallel over all visible GPUs.
+
+    `model` is what `vllm.LLM(model=...)` takes (a Hub id or a folder; for a `.gguf` file vLLM also wants the base
+    model's tokenizer, which this backend does not pass)."""
 
     backend = "vllm"
 
@@ -175,22 +208,50 @@ class VLLMBackend(LLMBackend):
             raise ImportError("the vllm labeller needs vLLM: pip install -e '.[label]'") from error
         import torch
 
-        self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel_size or max(torch.cuda.device_count(), 1),
-                            enable_prefix_caching=True)  # every prompt shares the long instruction prefix
+        try:
+            self.llm = vllm.LLM(model=model, enable_prefix_caching=True,  # every prompt shares the instruction prefix
+                                tensor_parallel_size=tensor_parallel_size or max(torch.cuda.device_count(), 1))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"--llm {model}: vLLM cannot load it ({first_line(error)})") from error
+        if not getattr(self.llm.get_tokenizer(), "chat_template", None):
+            raise ModelLoadError(f"--llm {model}: its tokenizer has no chat template; the labeller prompts with chat "
+                                 "messages, so it needs an instruct (chat) model")
 
     def generate(self, conversations, attempt):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
+        grammar = StructuredOutputsParams(json=RESPONSE_SCHEMA, disable_any_whitespace=True) if self.grammar else None
         params = SamplingParams(temperature=0.7 if attempt else 0.0, top_p=0.95 if attempt else 1.0, seed=attempt,
-                                max_tokens=self.max_new_tokens,
-                                structured_outputs=StructuredOutputsParams(json=RESPONSE_SCHEMA))
-        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+                                max_tokens=self.max_new_tokens, structured_outputs=grammar)
+        outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
         return [output.outputs[0].text for output in outputs]
 
 
-def make_extractor(backend: str, model: str | None = None, vocabulary: Vocabulary | None = None, **kwargs):
-    """The extractor for `backend` ("rules", "transformers" or "vllm"); LLM backends need `model` (name or folder)."""
+class RulesFirst:
+    """The rules labeller's answer where the vocabulary covers a statement fully (`RulesExtractor.covers`), the LLM
+    backend's elsewhere (`--rules-first`): fewer prompts, and the LLM still reads every statement the rules cannot."""
+
+    def __init__(self, llm: LLMBackend):
+        self.llm = llm
+        self.rules = RulesExtractor(llm.vocabulary)
+        self.backend, self.model = llm.backend, llm.model
+
+    def extract_all(self, statements: list[str], cache: ResponseCache | None = None,
+                    retry_failures: bool = False, progress: Callable[[int], None] | None = None) -> ExtractionResult:
+        by_rules = [s for s in statements if self.rules.covers(s)]
+        covered = set(by_rules)
+        result = self.llm.extract_all([s for s in statements if s not in covered], cache, retry_failures, progress)
+        result.entities.update({s: self.rules.extract(s) for s in by_rules})
+        result.by_rules = by_rules
+        return result
+
+
+def make_extractor(backend: str, model: str | None = None, vocabulary: Vocabulary | None = None, *,
+                   rules_first: bool = False, **kwargs):
+    """The extractor for `backend` ("rules", "transformers" or "vllm"); LLM backends need `model` (a name, a folder
+    or, for transformers, a .gguf file) and check it here, so that a wrong one fails before any work. `rules_first`
+    wraps an LLM backend in `RulesFirst`; the rules backend ignores the LLM options."""
     if backend == "rules":
         return RulesBackend(vocabulary)
     if backend not in BACKENDS:
@@ -198,4 +259,5 @@ def make_extractor(backend: str, model: str | None = None, vocabulary: Vocabular
     if not model:
         raise ValueError(f"the {backend} labeller needs a model: pass --llm NAME_OR_FOLDER")
     cls = TransformersBackend if backend == "transformers" else VLLMBackend
-    return cls(model, vocabulary, **kwargs)
+    extractor = cls(model, vocabulary, **kwargs)
+    return RulesFirst(extractor) if rules_first else extractor

@@ -8,10 +8,16 @@
    and each cluster maps to the term whose surface forms are, on average over the cluster's members, most similar,
    when that average similarity ≥ `map_threshold`.
 3. Unmapped clusters give no label (their entities stay in each record's `entities` for provenance).
+
+`label_statements` applies this to a labeller's output: the definite (Normal/Abnormal) entities are deduplicated and
+mapped as above, and give the labels; entities that appear only as Uncertain are mapped in a separate pass (so a
+hedged mention can never change how definite ones cluster) and give each statement's `uncertain_terms`, kept so that
+labels can be rebuilt under another uncertainty policy without prompting again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,15 +41,18 @@ class TextEncoder:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         self.model = AutoModel.from_pretrained(path_or_id).to(self.device).eval()
+        self._embedded: dict[str, np.ndarray] = {}
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), hidden_size) unit vectors; each text is embedded once per encoder (mapping passes share the
+        vocabulary's surface forms)."""
         import torch
 
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer([texts[i] for i in order[start:start + self.batch_size]], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+        todo = sorted({t for t in texts if t not in self._embedded}, key=len)  # similar lengths batch with little padding
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt").to(self.device)
             with torch.no_grad():
                 hidden = self.model(**batch).last_hidden_state
             if self.pooling == "cls":
@@ -51,12 +60,11 @@ class TextEncoder:
             else:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            chunks.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
-        if not chunks:
+            vectors = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+            self._embedded.update(zip(chunk, vectors, strict=True))
+        if not texts:
             return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
-        embedded = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
-        embedded[order] = np.concatenate(chunks)
-        return embedded
+        return np.stack([self._embedded[t] for t in texts])
 
 
 @dataclass
@@ -127,3 +135,46 @@ def _cluster(vectors: np.ndarray, threshold: float) -> list[list[int]]:
     for i, label in enumerate(labels):
         groups.setdefault(int(label), []).append(i)
     return sorted(groups.values(), key=lambda g: g[0])
+
+
+@dataclass
+class StatementLabels:
+    """Per distinct statement: `entities` ([{"entity", "category", "term"}], term "" when unmapped), `terms` (the
+    standard terms it asserts) and `uncertain_terms` (those it names only as Uncertain). `mapping` maps the definite
+    entities (`kept_entities`), `uncertain_mapping` the entities seen only as Uncertain; `encoder` is the text encoder
+    used, None when every entity was a vocabulary surface form."""
+
+    entities: dict[str, list[dict[str, str]]]
+    terms: dict[str, set[str]]
+    uncertain_terms: dict[str, set[str]]
+    mapping: Mapping
+    uncertain_mapping: Mapping
+    kept_entities: list[str]
+    encoder: TextEncoder | None
+
+
+def label_statements(entities_of: dict[str, list[dict[str, str]]], vocabulary: Vocabulary,
+                     load_encoder: Callable[[int], TextEncoder], *, cluster_threshold: float = 0.9,
+                     map_threshold: float = 0.85) -> StatementLabels:
+    """Standard terms of each statement from its extracted entities (see the module docstring). `load_encoder(n)` is
+    called only when `n` > 0 entities are not vocabulary surface forms."""
+    def names(definite: bool) -> set[str]:
+        return {normalize_phrase(e["entity"]) for entities in entities_of.values() for e in entities
+                if (e["category"] != "Uncertain") == definite} - {""}
+
+    kept = sorted(names(definite=True))
+    hedged_only = sorted(names(definite=False) - set(kept))
+    inexact = [e for e in kept + hedged_only if vocabulary.synonyms.get(e) is None]
+    encoder = load_encoder(len(inexact)) if inexact else None
+    options = {"cluster_threshold": cluster_threshold, "map_threshold": map_threshold}
+    mapping = map_entities(kept, vocabulary, encoder, **options)
+    uncertain_mapping = map_entities(hedged_only, vocabulary, encoder, **options)
+    term_of = {**uncertain_mapping.term_of, **mapping.term_of}
+    entities, terms, uncertain = {}, {}, {}
+    for statement, extracted in entities_of.items():
+        rows = [{"entity": e["entity"], "category": e["category"], "term": term_of.get(normalize_phrase(e["entity"])) or ""}
+                for e in extracted]
+        entities[statement] = rows
+        terms[statement] = {r["term"] for r in rows if r["term"] and r["category"] != "Uncertain"}
+        uncertain[statement] = {r["term"] for r in rows if r["term"] and r["category"] == "Uncertain"} - terms[statement]
+    return StatementLabels(entities, terms, uncertain, mapping, uncertain_mapping, kept, encoder)

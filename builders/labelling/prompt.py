@@ -1,8 +1,15 @@
 """The entity-extraction prompt (vocabulary-guided, few-shot, after the SuPreME paper's appendix A.3) and its parser.
 
 One prompt per distinct machine statement. The model answers JSON: {"entities": [{"entity", "category"}]}, each
-category Normal, Abnormal or Uncertain. `RESPONSE_SCHEMA` is the same contract as a JSON schema, for engines with
-structured decoding (vLLM); `parse_response` enforces it on any text, so engines without it share the same path.
+category Normal, Abnormal or Uncertain. `RESPONSE_SCHEMA` is the same contract as a JSON schema: both LLM backends
+compile it into a grammar (xgrammar; compact separators, `", "` and `": "`, as the few-shot answers are written), so
+that a grammar-constrained answer parses by construction. `parse_response` enforces the contract on any text, for
+engines or runs with the grammar off.
+
+The schema bounds the answer (at most `MAX_ENTITIES` entities of at most `MAX_ENTITY_CHARS` characters), so a small
+model cannot loop through an endless list; under the grammar an answer can still fail only by hitting the new-token
+limit (256 by default; eight 62-character clinical terms take 189 tokens with SmolLM2's tokenizer), and such a
+failure is retried and counted like any other.
 """
 
 from __future__ import annotations
@@ -13,15 +20,17 @@ import re
 from .vocabulary import Vocabulary
 
 CATEGORIES = ("Normal", "Abnormal", "Uncertain")
+MAX_ENTITIES, MAX_ENTITY_CHARS = 8, 64  # a machine statement names a handful of findings in a few words each
 RESPONSE_SCHEMA = {
     "type": "object",
     "properties": {
         "entities": {
             "type": "array",
+            "maxItems": MAX_ENTITIES,
             "items": {
                 "type": "object",
                 "properties": {
-                    "entity": {"type": "string", "minLength": 1, "maxLength": 120},
+                    "entity": {"type": "string", "minLength": 1, "maxLength": MAX_ENTITY_CHARS},
                     "category": {"type": "string", "enum": list(CATEGORIES)},
                 },
                 "required": ["entity", "category"],
@@ -76,19 +85,6 @@ def build_messages(statement: str, vocabulary: Vocabulary) -> list[dict[str, str
         messages.append({"role": "assistant", "content": _answer(entities)})
     messages.append({"role": "user", "content": f"Statement: {statement}"})
     return messages
-
-
-def render_plain(messages: list[dict[str, str]]) -> str:
-    """A chat as plain text, for tokenizers without a chat template (base models, the tiny test model)."""
-    parts = []
-    for message in messages:
-        if message["role"] == "system":
-            parts.append(message["content"])
-        elif message["role"] == "user":
-            parts.append(message["content"])
-        else:
-            parts.append(f"Answer: {message['content']}")
-    return "\n\n".join(parts) + "\n\nAnswer: "
 
 
 def parse_response(text: str) -> list[dict[str, str]] | None:

@@ -17,16 +17,16 @@ form is matched at each position. Each match becomes an entity tagged like the L
   "old" adds "old myocardial infarction"; "age undetermined" keeps the located infarct.
 - Otherwise **Normal** for normal findings (sinus rhythm, normal ECG) and **Abnormal** for the rest.
 
-`agreement_with_study` scores these decisions against how a public study read 546 real MIMIC-IV-ECG statements
-(`tests/data/mimic_statements.jsonl`) for six classes; the figures are in the dataset card and benchmarks/RESULTS.md.
+`covers(statement)` says whether these rules account for every word of a statement (then an LLM has nothing to add:
+`--rules-first` prompts only the others). `study_agreement.agreement_with_study` scores the rules' decisions against
+how a public study read 546 real MIMIC-IV-ECG statements (`tests/data/mimic_statements.jsonl`) for six classes; the
+figures are in the dataset card and benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from .vocabulary import _SPELLING, Vocabulary, load_vocabulary
 
@@ -49,6 +49,11 @@ _NEGATION_AFTER = ["no longer present", "no longer seen", "no longer evident", "
                    "has resolved", "resolved", "has been replaced", "was replaced", "is replaced", "has disappeared"]
 _ACUTE = {"acute", "recent", "evolving", "hyperacute"}
 _MI = "myocardial infarction"
+# Words whose meaning the rules handle (cues, qualifiers, clause words) or that carry none: see `covers`.
+_INTERPRETED_WORDS = ({_BOUNDARY, "old", "age", "and", "of", "the", "a", "an", "is", "are", "be", "by", "to", "due",
+                       "for", "in", "or"} | _BOUNDARY_WORDS | _ACUTE
+                      | {word for cue in _HEDGE_BEFORE + _HEDGE_AFTER + _NEGATION_BEFORE + _NEGATION_AFTER
+                         for word in cue.split()})
 
 
 @dataclass
@@ -110,6 +115,18 @@ class RulesExtractor:
                 entities[mention.term] = category
         return [{"entity": term, "category": category} for term, category in entities.items()]
 
+    def labels(self, statement: str) -> set[str]:
+        """The standard terms the statement asserts (its entities less the Uncertain ones)."""
+        return {e["entity"] for e in self.extract(statement) if e["category"] != "Uncertain"}
+
+    def covers(self, statement: str) -> bool:
+        """True when every word of the statement is part of a vocabulary term or a word the rules interpret (hedges,
+        negations, infarct qualifiers, clause words such as "with", "and", "of"): nothing is left for an LLM to read.
+        Any other word (a lead name, a rate, an unlisted finding) leaves the statement to the LLM."""
+        tokens = tokenize(statement)
+        inside = {i for m in self._match(tokens) for i in range(m.start, m.end)}
+        return bool(inside) and all(i in inside or t in _INTERPRETED_WORDS for i, t in enumerate(tokens))
+
     def _match(self, tokens: list[str]) -> list[_Mention]:
         mentions, i = [], 0
         while i < len(tokens):
@@ -160,51 +177,6 @@ def _contains(words: list[str], cues: list[str]) -> bool:
     return _has_cue(words, cues)
 
 
-# `agreement_with_study` on tests/data/mimic_statements.jsonl (tests/test_labelling.py keeps these current).
+# `study_agreement.agreement_with_study` on tests/data/mimic_statements.jsonl (tests/test_labelling.py keeps these
+# current).
 RULES_AGREEMENT = {"statements": 0.9954, "records": 0.9996}
-
-# How the public study's six classes read in our standard terms (for `agreement_with_study`).
-STUDY_CLASSES = {
-    "NSR": {"sinus rhythm"},
-    "AF": {"atrial fibrillation"},
-    "IAVB": {"first degree av block", "prolonged pr interval"},
-    "LBBB": {"left bundle branch block", "complete left bundle branch block"},
-    "RBBB": {"right bundle branch block", "complete right bundle branch block"},
-    "MI_OLD": {"old " + _MI, _MI, "inferior " + _MI, "anterior " + _MI, "anteroseptal " + _MI, "septal " + _MI,
-               "lateral " + _MI, "anterolateral " + _MI, "inferolateral " + _MI, "extensive " + _MI,
-               "posterior " + _MI, "inferoposterior " + _MI, "inferoposterolateral " + _MI},
-}
-# The study's status → whether the class should be a label: stated findings yes; hedged, borderline and excluded no.
-STUDY_POSITIVE = {"definite": True, "age_undetermined": True, "hedged": False, "borderline": False, "excluded": False}
-
-
-def agreement_with_study(statements_path: str | Path, extractor: RulesExtractor | None = None) -> dict:
-    """Per class: statements and records where the labeller's decision matches the study's reading.
-
-    Returns {class: {"statements", "agree", "agreement", "records", "records_agree", "record_agreement",
-    "disagreements": [first statements]}} plus "overall".
-    """
-    extractor = extractor or RulesExtractor()
-    result: dict[str, dict] = {}
-    for line in Path(statements_path).read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        labels = {e["entity"] for e in extractor.extract(row["statement"]) if e["category"] != "Uncertain"}
-        for name, status in row["status"].items():
-            entry = result.setdefault(name, {"statements": 0, "agree": 0, "records": 0, "records_agree": 0,
-                                             "disagreements": []})
-            agree = bool(labels & STUDY_CLASSES[name]) == STUDY_POSITIVE[status]
-            entry["statements"] += 1
-            entry["records"] += row["n_records"]
-            entry["agree"] += agree
-            entry["records_agree"] += row["n_records"] * agree
-            if not agree:
-                entry["disagreements"].append(f"{row['statement']} ({status})")
-    total = {"statements": 0, "agree": 0, "records": 0, "records_agree": 0}
-    for entry in result.values():
-        for key in total:
-            total[key] += entry[key]
-    result["overall"] = total
-    for entry in result.values():
-        entry["agreement"] = entry["agree"] / entry["statements"]
-        entry["record_agreement"] = entry["records_agree"] / entry["records"]
-    return result

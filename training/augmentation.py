@@ -1,0 +1,39 @@
+"""Training-time augmentation of normalised ECG batches, on the device (`augment` in the pre-training config).
+
+The paper pre-trains on 771,500 ECGs without augmentation; these are for small-data runs (`cpu_small.yaml`), where
+199 ECGs are seen hundreds of times. Each one keeps every label true:
+
+- `time_shift`: rotate each ECG in time by its own random offset (a random crop of the record repeated end to end), so
+  the model cannot tie a finding to where in the 10 s it happens to fall. All twelve leads move together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+AUGMENTATIONS = ("time_shift",)
+
+
+def check_augmentations(names) -> list[str]:
+    """The list of augmentation names, or ValueError naming the unknown ones."""
+    names = list(names or [])
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {unknown}; available: {list(AUGMENTATIONS)}")
+    return names
+
+
+def random_time_shift(values: torch.Tensor) -> torch.Tensor:
+    """values (batch_size, leads, samples) → each ECG rotated by a uniform random number of samples."""
+    batch_size, leads, samples = values.shape
+    offsets = torch.randint(0, samples, (batch_size, 1, 1), device=values.device)
+    index = (torch.arange(samples, device=values.device) + offsets) % samples
+    return torch.gather(values, 2, index.expand(batch_size, leads, samples))
+
+
+def augment(values: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """Apply the named augmentations, in order, to a batch of model inputs."""
+    for name in names:
+        if name == "time_shift":
+            values = random_time_shift(values)
+    return values
