@@ -1,4 +1,4 @@
-"""`supreme export`: a saved SuPreME → a folder that runs it on CPUs through ONNX Runtime, optionally in int8.
+"""`supreme export`: a saved SuPreME → a folder that runs it on CPUs (OpenVINO or ONNX Runtime), optionally in int8.
 
     supreme export --model DIR --output DIR --queries-file classes.txt [--int8 --calibration RECORD_OR_DIR ...]
 
@@ -12,8 +12,8 @@ exported. The fp32 graph is checked against PyTorch (max |logit difference| ≤ 
 output channel, activations uint8 per tensor with ranges calibrated on real ECGs through the processor); attention,
 LayerNorm, GELU, the residual sums, the patch embedding and the first encoder block (see FP32_MODULES) stay fp32.
 Static ranges keep an ECG's logits independent of the batch it is scored in (dynamic quantisation takes each
-activation's range over the whole batch). The folder also carries the
-processor, config.json mapping AutoModel to `onnx_supreme.SupremeOnnxModel`, the pipeline and the model card, so
+activation's range over the whole batch). The folder also carries the processor, config.json mapping AutoModel to
+`onnx_supreme.SupremeOnnxModel`, the pipeline and the model card, so
 `pipeline("zero-shot-ecg-classification", model=OUTPUT, trust_remote_code=True)` runs it.
 """
 
