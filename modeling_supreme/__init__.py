@@ -3,6 +3,7 @@ this package re-exports the classes for local use (training, builders, tests).""
 
 from .configuration_supreme import SupremeConfig
 from .modeling_supreme import SupremeECGModel, SupremeModel, SupremeQueryStates
+from .onnx_supreme import SupremeOnnxModel
 from .processing_supreme import SupremeFeatureExtractor, SupremeProcessor
 
-__all__ = ["SupremeConfig", "SupremeECGModel", "SupremeFeatureExtractor", "SupremeModel", "SupremeProcessor", "SupremeQueryStates"]
+__all__ = ["SupremeConfig", "SupremeECGModel", "SupremeFeatureExtractor", "SupremeModel", "SupremeOnnxModel", "SupremeProcessor", "SupremeQueryStates"]

@@ -73,10 +73,13 @@ class ZeroShotECGClassificationPipeline(Pipeline):
     def _query_states(self, labels: tuple[str, ...]):
         """Everything computed from the labels alone, kept until the labels change."""
         if labels != self._cached_labels:
-            query_embeds = self.model.encode_queries(
-                list(labels), self.processor.tokenizer, max_length=self.processor.query_max_length
-            )
-            self._cached_states = self.model.get_query_states(query_embeds)
+            if hasattr(self.model, "select_query_states"):  # an ONNX export: states cached for its exported queries
+                self._cached_states = self.model.select_query_states(list(labels))
+            else:
+                query_embeds = self.model.encode_queries(
+                    list(labels), self.processor.tokenizer, max_length=self.processor.query_max_length
+                )
+                self._cached_states = self.model.get_query_states(query_embeds)
             self._cached_labels = labels
         return self._cached_states
 

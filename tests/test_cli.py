@@ -53,6 +53,7 @@ def test_console_script_help():
     ("argv", "script"),
     [
         (["explain", "--help"], "supreme explain"),
+        (["export", "--help"], "supreme export"),
         (["evaluate", "--help"], "evaluate_zeroshot.py"),
         (["probe", "--help"], "linear_probe.py"),
         (["build", "mimic-iv-ecg", "--help"], "builders.mimic_iv_ecg"),

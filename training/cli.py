@@ -1,6 +1,8 @@
 """The `supreme` command: classify and explain ECGs, and reach the builders and training scripts from one place.
 
 supreme classify RECORD... --model DIR_OR_REPO --query "atrial fibrillation" [--query ...]
+supreme classify RECORD... --onnx DIR [--query ...]          (a folder written by supreme export; default: its queries)
+supreme export --model DIR_OR_REPO --output DIR --query ... [--int8 --calibration RECORD_OR_DIR ...]
 supreme explain RECORD --model DIR_OR_REPO --query "..." [--query ...] --output attention.png
 supreme build {mimic-iv-ecg,ptbxl,cpsc2018,csn} ARGS...   (python -m builders.<source> ARGS...)
 supreme train ARGS...                                     (accelerate launch training/pretrain.py ARGS...)
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import runpy
 import subprocess
 import sys
@@ -48,14 +51,14 @@ def load_model(name: str, device: str):
     return model, processor
 
 
-def read_queries(args) -> list[str]:
+def read_queries(args, required: bool = True) -> list[str]:
     queries = list(args.query or [])
     if args.queries_file:
         path = Path(args.queries_file)
         if not path.is_file():
             raise CommandError(f"{path}: no such queries file")
         queries += [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not queries:
+    if not queries and required:
         raise CommandError("give at least one query with --query TEXT (or --queries-file FILE)")
     return queries
 
@@ -68,21 +71,48 @@ def check_records(records: list[str]) -> None:
             raise CommandError(f"{record}: no such file or WFDB record")
 
 
+def load_onnx(folder: str, runtime: str):
+    """A folder written by `supreme export`: the ONNX model (its int8 graph where exported) and its processor."""
+    from transformers import AutoProcessor
+
+    from modeling_supreme.onnx_supreme import SupremeOnnxModel
+
+    try:
+        model = SupremeOnnxModel.from_pretrained(folder, runtime=runtime)
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    except (OSError, ValueError, ImportError) as error:
+        raise CommandError(str(error).splitlines()[0]) from None
+    return model, processor
+
+
 def classify(args) -> None:
     import torch
 
-    queries = read_queries(args)
-    check_records(args.records)
-    model, processor = load_model(args.model, args.device)
+    if args.onnx:
+        queries = read_queries(args, required=False)
+        check_records(args.records)
+        model, processor = load_onnx(args.onnx, args.runtime)
+        queries = queries or model.queries
+        try:
+            query_states = model.select_query_states(queries)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        score = {"query_states": query_states}
+    else:
+        queries = read_queries(args)
+        check_records(args.records)
+        model, processor = load_model(args.model, args.device)
+        with torch.no_grad():
+            query_embeds = model.encode_queries(queries, processor.tokenizer, max_length=processor.query_max_length)
+            score = {"query_states": model.get_query_states(query_embeds)}
+    results = []
     with torch.no_grad():
-        query_embeds = model.encode_queries(queries, processor.tokenizer, max_length=processor.query_max_length)
-        results = []
         for record in args.records:
             try:
                 input_values = processor(ecg=record, return_tensors="pt")["input_values"].to(model.device)
             except ValueError as error:
                 raise CommandError(str(error)) from None
-            probabilities = torch.sigmoid(model(input_values=input_values, query_embeds=query_embeds).logits[0])
+            probabilities = torch.sigmoid(model(input_values=input_values, **score).logits[0])
             results.append({"record": record, "scores": dict(zip(queries, probabilities.tolist(), strict=True))})
     if args.json:
         print(json.dumps(results, indent=2))
@@ -92,6 +122,31 @@ def classify(args) -> None:
         print(result["record"])
         for query, probability in result["scores"].items():
             print(f"  {query:<{width}}  {probability:.4f}")
+
+
+def export(args) -> None:
+    import warnings
+
+    from training.onnx_export import export_onnx, processed_ecgs
+
+    queries = read_queries(args)
+    if (Path(args.output) / "model.safetensors").exists():
+        raise CommandError(f"{args.output} holds a PyTorch checkpoint: export to another folder")
+    if args.int8 and not args.calibration:
+        raise CommandError("--int8 calibrates on real ECGs: give --calibration RECORD_OR_DIR (e.g. 64 training ECGs)")
+    model, processor = load_model(args.model, "cpu")
+    try:
+        ecgs = processed_ecgs(processor, args.calibration, args.calibration_size) if args.calibration else None
+    except (OSError, ValueError) as error:
+        raise CommandError(str(error).splitlines()[0]) from None
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed": not ours to fix
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record = export_onnx(model, processor, queries, args.output, calibration_ecgs=ecgs, int8=args.int8)
+    for precision, graph in record["graphs"].items():
+        error = graph.get("relative_logit_error_vs_torch", graph["max_abs_logit_error_vs_torch"])
+        what = "relative logit error" if "relative_logit_error_vs_torch" in graph else "max |logit error|"
+        print(f"{Path(args.output) / graph['file']}  {precision}, {what} vs PyTorch {error:.2e}")
 
 
 def explain(args) -> None:
@@ -119,19 +174,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def scoring_options(command):
-        command.add_argument("--model", required=True, help="a saved SuPreME folder or Hub repo id")
+    def query_options(command):
         command.add_argument("--query", action="append", help="a free-text cardiac query; repeat for several")
         command.add_argument("--queries-file", help="a text file with one query per line")
+
+    def scoring_options(command, model_required: bool = True):
+        command.add_argument("--model", required=model_required, help="a saved SuPreME folder or Hub repo id")
+        query_options(command)
         command.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
     classify_parser = commands.add_parser("classify", help="probability of each query for each ECG record")
     classify_parser.add_argument(
         "records", nargs="+", metavar="RECORD", help="WFDB record (.hea/.dat/.mat) or CPSC .mat"
     )
-    scoring_options(classify_parser)
+    scoring_options(classify_parser, model_required=False)
+    classify_parser.add_argument(
+        "--onnx", metavar="DIR", help="score with a folder written by `supreme export` instead of --model "
+        "(its int8 graph where exported; default queries: the exported ones)"
+    )
+    classify_parser.add_argument(
+        "--runtime", choices=("auto", "openvino", "onnxruntime"), default="auto",
+        help="for --onnx; auto (the default): OpenVINO where installed, else ONNX Runtime"
+    )
     classify_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     classify_parser.set_defaults(handler=classify)
+
+    export_parser = commands.add_parser("export", help="an ONNX folder for CPU deployment, optionally int8")
+    export_parser.add_argument("--model", required=True, help="a saved SuPreME folder or Hub repo id")
+    export_parser.add_argument("--output", required=True, help="the folder to write")
+    query_options(export_parser)
+    export_parser.add_argument("--int8", action="store_true", help="also write model_quantized.onnx (static int8)")
+    export_parser.add_argument(
+        "--calibration", nargs="+", metavar="RECORD_OR_DIR", help="real ECGs for the int8 ranges: records, or folders "
+        "searched for WFDB records (sorted)"
+    )
+    export_parser.add_argument("--calibration-size", type=int, default=64, help="ECGs used at most (default: 64)")
+    export_parser.set_defaults(handler=export)
 
     explain_parser = commands.add_parser("explain", help="plot the CFN cross-attention of each query over one ECG")
     explain_parser.add_argument("record", metavar="RECORD")
@@ -166,7 +244,10 @@ def main(argv: list[str] | None = None) -> None:
         if argv and argv[0] in {"build", "train", *SCRIPTS}:
             forward(argv[0], argv[1:])
             return
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command == "classify" and (args.model is None) == (args.onnx is None):
+            parser.error("classify: give exactly one of --model DIR_OR_REPO and --onnx DIR")
         args.handler(args)
     except CommandError as error:
         print(f"supreme: error: {error}", file=sys.stderr)
