@@ -19,6 +19,6 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 
-# The whole system on real ECGs shipped in tests/data, on the CPU: build, label, pre-train, reload, zero-shot.
+# The whole system on the real ECGs of training/demo_data, on the CPU: build, label, pre-train, reload, zero-shot.
 demo: install
 	$(PY) -m training.demo --output demo_output

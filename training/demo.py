@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     run(
         [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+         # accelerate launch gives a process 1 CPU thread unless told: training on 2 cores would use one
+         "--num_cpu_threads_per_process", str(len(os.sched_getaffinity(0))),
          "--mixed_precision", "no", "--dynamo_backend", "no", str(PRETRAIN), "--config", str(RECIPE),
          "--data", str(pretrain_dir), "--text_encoder", text_encoder, "--output_dir", str(output / "run"),
          *(["--max_steps", str(args.max_steps)] if args.max_steps else []),
