@@ -58,6 +58,11 @@ class PtbxlRecord:
     codes: list[str]  # SCP-ECG statement codes
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one, as on Linux)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def read_ptbxl(folder: Path) -> tuple[list[PtbxlRecord], dict[str, str]]:
     """The records of a PTB-XL-layout folder and SCP code → English description; errors name the missing file."""
     import pandas as pd
@@ -336,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     run(
         [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
          # accelerate launch gives a process 1 CPU thread unless told: training on 2 cores would use one
-         "--num_cpu_threads_per_process", str(len(os.sched_getaffinity(0))),
+         "--num_cpu_threads_per_process", str(usable_cpus()),
          "--mixed_precision", "no", "--dynamo_backend", "no", str(PRETRAIN), "--config", str(RECIPE),
          "--data", str(pretrain_dir), "--text_encoder", text_encoder, "--output_dir", str(output / "run"),
          *(["--max_steps", str(args.max_steps)] if args.max_steps else []),
