@@ -376,6 +376,9 @@ class SupremeModel(SupremePreTrainedModel):
         # Built from the config, not loaded: a saved SuPreME checkpoint carries the text weights itself.
         self.text_model = AutoModel.from_config(config.text_config)
         self.text_model.requires_grad_(False)
+        # Frozen, so never in training mode: a new module starts in it, and queries embedded before the first
+        # `.train()`/`.eval()` (the trainer embeds its queries once, at the start) would carry dropout noise.
+        self.text_model.eval()
         self.text_projection = SupremeProjection(
             config.text_config.hidden_size, config.projection_hidden_size, config.projection_dim, "gelu", eps
         )
