@@ -1,7 +1,7 @@
 """The study behind `training/configs/cpu_small.yaml` (issue 10): which small-data recipe makes SuPreME learn.
 
     python benchmarks/recipe_search.py --output runs/recipe_search [--configs paper_like,recipe,...] \
-        [--device auto] [--processes 8]
+        [--device auto] [--processes 8] [--threads 2]
 
 Data: the 300 PTB-XL records of `training/demo_data/ptbxl`, prepared as `make demo` prepares them (`training/demo.py`:
 folds 1-8 in MIMIC-IV-ECG's layout, labelled by `builders.mimic_iv_ecg --labeller rules`; folds 9-10 labelled with
@@ -17,9 +17,10 @@ BCE, the schedule and augmentation the trainer's own functions):
   (AUROC per class with >= 10 of the 100 held-out ECGs positive: 4 classes), and the AUROC on the training ECGs
   themselves (classes with >= 3 positives) to show whether the model fits at all.
 
-Scores are taken at epochs 50, 100, 150 and 200 of one run. Many small models share one GPU in `--processes` worker
-processes; on a CPU use `--processes 1`. Each finished configuration appends its rows to `OUTPUT/results.jsonl`; the
-table at the end is what RESULTS.md ("Learning on real ECGs") records.
+Scores are taken at epochs 50, 100, 150 and 200 of one run (those the configuration reaches). Many small models share
+one GPU in `--processes` worker processes; on a CPU keep processes × `--threads` at the number of cores (2 × 1 here).
+Each finished configuration appends its rows to `OUTPUT/results.jsonl`; the table at the end is what RESULTS.md
+("Learning on real ECGs") records.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ WIDTH_128 = dict(hidden_size=128, num_attention_heads=4, intermediate_size=256, 
                  projection_dim=128, fusion_num_attention_heads=4, fusion_intermediate_size=256, classifier_hidden_size=128)  # fmt: skip
 # The recipe as shipped (cpu_small.yaml, 200 epochs here); every other configuration changes what its name says.
 RECIPE = dict(normalization="zscore", learning_rate=1e-3, warmup=0.05, weight_decay=0.05, augment=["time_shift"],
-              batch_size=32, epochs=200, seed=0,
+              batch_size=32, epochs=200, seed=0, ema_decay=None,
               model=dict(WIDTH_64, drop_path_rate=0.0, fusion_dropout=0.0, initializer_range=0.15))  # fmt: skip
 
 
@@ -70,6 +71,12 @@ CONFIGS = {
     "init_0.1_minmax": variant(normalization="minmax", model=dict(initializer_range=0.1)),
     "init_0.1_dropout": variant(model=dict(initializer_range=0.1, drop_path_rate=0.1, fusion_dropout=0.1)),
     "init_0.1_width128": variant(model=dict(WIDTH_128, initializer_range=0.1)),
+    # The shipped schedule (150 epochs), and what the time shift's seam and weight averaging do to it.
+    "recipe_e150": variant(epochs=150),
+    "no_shift_e150": variant(epochs=150, augment=[]),
+    "shift_pad_e150": variant(epochs=150, augment=["time_shift_pad"]),
+    "ema_e150": variant(epochs=150, ema_decay=0.995),
+    "shift_pad_ema_e150": variant(epochs=150, augment=["time_shift_pad"], ema_decay=0.995),
     "init_0.02": variant(model=dict(initializer_range=0.02)),
     "init_0.02_seed1": variant(model=dict(initializer_range=0.02), seed=1),
     "init_0.02_seed2": variant(model=dict(initializer_range=0.02), seed=2),
@@ -143,6 +150,11 @@ def train_and_score(config, data, train_rows, scored, device) -> dict[int, dict[
     total = steps_per_epoch * config["epochs"]
     warmup = int(config["warmup"] * total)
     scheduler = warmup_cosine_restarts(optimizer, warmup, total - warmup, 0.0)
+    averaged = None
+    if config.get("ema_decay"):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema_decay"]))
     scores = {}
     for epoch in range(1, config["epochs"] + 1):
         model.train()
@@ -155,13 +167,16 @@ def train_and_score(config, data, train_rows, scored, device) -> dict[int, dict[
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
         if epoch in SCORED_EPOCHS:
-            model.eval()
+            scoring = model if averaged is None else averaged.module
+            scoring.eval()
             with torch.no_grad():
                 scores[epoch] = {}
                 for name, values, queries in scored:
-                    states = model.get_query_states(queries)
-                    logits = [model(input_values=values[i : i + 128], query_states=states).logits
+                    states = scoring.get_query_states(queries)
+                    logits = [scoring(input_values=values[i : i + 128], query_states=states).logits
                               for i in range(0, len(values), 128)]  # fmt: skip
                     scores[epoch][name] = torch.cat(logits).float().cpu().numpy()
     return scores
@@ -187,7 +202,8 @@ def evaluate(name: str, config: dict, arrays: Path, device: str) -> list[dict]:
     data = tensors(stored["train_ecg"], stored["train_labels"], stored["train_queries"])
     held = tensors(stored["held_ecg"], stored["held_labels"], stored["held_queries"])
     folds, train_labels = stored["folds"], stored["train_labels"]
-    out_of_fold = {epoch: np.zeros(train_labels.shape, np.float32) for epoch in SCORED_EPOCHS}
+    epochs = [epoch for epoch in SCORED_EPOCHS if epoch <= config["epochs"]]
+    out_of_fold = {epoch: np.zeros(train_labels.shape, np.float32) for epoch in epochs}
     for group in CV_GROUPS:
         test = np.isin(folds, group)
         rows = torch.from_numpy(np.flatnonzero(~test)).to(device)
@@ -198,7 +214,7 @@ def evaluate(name: str, config: dict, arrays: Path, device: str) -> list[dict]:
     full = train_and_score(config, data, everything, [("held_out", held["ecg"], held["queries"]),
                                                       ("train", data["ecg"], data["queries"])], device)  # fmt: skip
     rows = []
-    for epoch in SCORED_EPOCHS:
+    for epoch in epochs:
         cv = aurocs(train_labels, out_of_fold[epoch], 10)
         held_out = aurocs(stored["held_labels"], full[epoch]["held_out"], 10)
         fit = aurocs(train_labels, full[epoch]["train"], 3)
@@ -209,8 +225,8 @@ def evaluate(name: str, config: dict, arrays: Path, device: str) -> list[dict]:
     return rows
 
 
-def worker(jobs: list[str], arrays: Path, results: Path, device: str) -> None:
-    torch.set_num_threads(2)
+def worker(jobs: list[str], arrays: Path, results: Path, device: str, threads: int) -> None:
+    torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 arithmetic, as on the CPU the recipe is for
     torch.backends.cudnn.allow_tf32 = False
     for name in jobs:
@@ -226,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from: {', '.join(CONFIGS)}")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--processes", type=int, default=1, help="worker processes (several share one GPU)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per worker (processes × threads ≤ cores)")
     args = parser.parse_args(argv)
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
@@ -236,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     arrays = prepare_data(args.output)
     results = args.output / "results.jsonl"
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=worker, args=(names[i :: args.processes], arrays, results, device))
+    workers = [context.Process(target=worker, args=(names[i :: args.processes], arrays, results, device, args.threads))
                for i in range(min(args.processes, len(names)))]  # fmt: skip
     for process in workers:
         process.start()

@@ -4,14 +4,18 @@ The paper pre-trains on 771,500 ECGs without augmentation; these are for small-d
 199 ECGs are seen hundreds of times. Each one keeps every label true:
 
 - `time_shift`: rotate each ECG in time by its own random offset (a random crop of the record repeated end to end), so
-  the model cannot tie a finding to where in the 10 s it happens to fall. All twelve leads move together.
+  the model cannot tie a finding to where in the 10 s it happens to fall. All twelve leads move together. The seam
+  joins two arbitrary points of the cardiac cycle: one irregular interval in every shifted ECG.
+- `time_shift_pad`: move each ECG by its own random offset of up to a quarter of the record either way, without
+  wrapping round: the samples shifted out are dropped and the gap is filled with zeros (the normalised baseline), so
+  every interval the model sees is one the heart produced.
 """
 
 from __future__ import annotations
 
 import torch
 
-AUGMENTATIONS = ("time_shift",)
+AUGMENTATIONS = ("time_shift", "time_shift_pad")
 
 
 def check_augmentations(names) -> list[str]:
@@ -31,9 +35,22 @@ def random_time_shift(values: torch.Tensor) -> torch.Tensor:
     return torch.gather(values, 2, index.expand(batch_size, leads, samples))
 
 
+def random_time_shift_pad(values: torch.Tensor, max_fraction: float = 0.25) -> torch.Tensor:
+    """values (batch_size, leads, samples) → each ECG moved by a uniform offset in ±max_fraction · samples, zero-filled."""
+    batch_size, leads, samples = values.shape
+    limit = int(max_fraction * samples)
+    offsets = torch.randint(-limit, limit + 1, (batch_size, 1, 1), device=values.device)
+    index = torch.arange(samples, device=values.device) - offsets  # output sample t reads input sample t - offset
+    inside = (index >= 0) & (index < samples)
+    shifted = torch.gather(values, 2, index.clamp(0, samples - 1).expand(batch_size, leads, samples))
+    return shifted * inside
+
+
 def augment(values: torch.Tensor, names: list[str]) -> torch.Tensor:
     """Apply the named augmentations, in order, to a batch of model inputs."""
     for name in names:
         if name == "time_shift":
             values = random_time_shift(values)
+        elif name == "time_shift_pad":
+            values = random_time_shift_pad(values)
     return values
