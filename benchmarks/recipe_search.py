@@ -73,7 +73,6 @@ CONFIGS = {
     "init_0.1_width128": variant(model=dict(WIDTH_128, initializer_range=0.1)),
     # The shipped schedule (150 epochs), and what the time shift's seam and weight averaging do to it.
     "recipe_e150": variant(epochs=150),
-    "no_shift_e150": variant(epochs=150, augment=[]),
     "shift_pad_e150": variant(epochs=150, augment=["time_shift_pad"]),
     "ema_e150": variant(epochs=150, ema_decay=0.995),
     "shift_pad_ema_e150": variant(epochs=150, augment=["time_shift_pad"], ema_decay=0.995),
