@@ -194,12 +194,11 @@ def test_time_shift_pad_moves_all_leads_together_without_wrapping_round():
     assert len(set(offsets)) > 1
 
 
-
 def test_queries_are_embedded_the_same_for_training_and_for_evaluation(minilm_path):
     """pretrain.py embeds its queries once, with the model it has just built; the evaluator with a loaded model in
     eval mode. The frozen text tower must give both the same vectors. Until issue 10's fix a new model's text tower was
     in training mode, so the training queries carried MiniLM's dropout (up to 1.02 from the evaluation ones) and the
-    held-out AUROC of `make demo` lost ~0.08."""
+    held-out mean AUROC of the small recipe lost ~0.05 (0.698 over six runs before the fix, 0.746 over five after)."""
     from transformers import AutoTokenizer
 
     queries = ["sinus rhythm", "normal ECG", "atrial fibrillation", "anteroseptal myocardial infarction"]

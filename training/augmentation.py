@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import torch
 
-AUGMENTATIONS = ("time_shift", "time_shift_pad")
-
 
 def check_augmentations(names) -> list[str]:
     """The list of augmentation names, or ValueError naming the unknown ones."""
@@ -46,11 +44,11 @@ def random_time_shift_pad(values: torch.Tensor, max_fraction: float = 0.25) -> t
     return shifted * inside
 
 
+AUGMENTATIONS = {"time_shift": random_time_shift, "time_shift_pad": random_time_shift_pad}
+
+
 def augment(values: torch.Tensor, names: list[str]) -> torch.Tensor:
     """Apply the named augmentations, in order, to a batch of model inputs."""
     for name in names:
-        if name == "time_shift":
-            values = random_time_shift(values)
-        elif name == "time_shift_pad":
-            values = random_time_shift_pad(values)
+        values = AUGMENTATIONS[name](values)
     return values
