@@ -1,7 +1,7 @@
 """The study behind `training/configs/cpu_small.yaml` (issue 10): which small-data recipe makes SuPreME learn.
 
     python benchmarks/recipe_search.py --output runs/recipe_search [--configs paper_like,recipe,...] \
-        [--device auto] [--processes 8] [--threads 2]
+        [--seeds 0,1,2] [--device auto] [--processes 8] [--threads 2]
 
 Data: the 300 PTB-XL records of `training/demo_data/ptbxl`, prepared as `make demo` prepares them (`training/demo.py`:
 folds 1-8 in MIMIC-IV-ECG's layout, labelled by `builders.mimic_iv_ecg --labeller rules`; folds 9-10 labelled with
@@ -76,6 +76,11 @@ CONFIGS = {
     "shift_pad_e150": variant(epochs=150, augment=["time_shift_pad"]),
     "ema_e150": variant(epochs=150, ema_decay=0.995),
     "shift_pad_ema_e150": variant(epochs=150, augment=["time_shift_pad"], ema_decay=0.995),
+    "batch16_e150": variant(epochs=150, batch_size=16),
+    "time_mask_e150": variant(epochs=150, augment=["time_shift", "time_mask"]),
+    "lead_mask_e150": variant(epochs=150, augment=["time_shift", "lead_mask"]),
+    "layers2_e150": variant(epochs=150, model=dict(num_hidden_layers=2)),
+    "wd0.5_e150": variant(epochs=150, weight_decay=0.5),
     "init_0.02": variant(model=dict(initializer_range=0.02)),
     "init_0.02_seed1": variant(model=dict(initializer_range=0.02), seed=1),
     "init_0.02_seed2": variant(model=dict(initializer_range=0.02), seed=2),
@@ -224,15 +229,17 @@ def evaluate(name: str, config: dict, arrays: Path, device: str) -> list[dict]:
     return rows
 
 
-def worker(jobs: list[str], arrays: Path, results: Path, device: str, threads: int) -> None:
+def worker(jobs: list[tuple[str, int | None]], arrays: Path, results: Path, device: str, threads: int) -> None:
     torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 arithmetic, as on the CPU the recipe is for
     torch.backends.cudnn.allow_tf32 = False
-    for name in jobs:
-        rows = evaluate(name, CONFIGS[name], arrays, device)
+    for name, seed in jobs:
+        config = CONFIGS[name] if seed is None else dict(CONFIGS[name], seed=seed)
+        rows = evaluate(name, config, arrays, device)
         with open(results, "a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
-        print(f"{name}: " + ", ".join(f"epoch {r['epoch']} CV {r['cv_auroc']:.3f}" for r in rows), flush=True)
+        print(f"{name} seed {config['seed']}: " + ", ".join(f"epoch {r['epoch']} CV {r['cv_auroc']:.3f}" for r in rows),
+              flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--processes", type=int, default=1, help="worker processes (several share one GPU)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per worker (processes × threads ≤ cores)")
+    parser.add_argument("--seeds", help="comma-separated seeds, each configuration run once per seed (default: its own)")
     args = parser.parse_args(argv)
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
@@ -252,8 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     arrays = prepare_data(args.output)
     results = args.output / "results.jsonl"
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=worker, args=(names[i :: args.processes], arrays, results, device, args.threads))
-               for i in range(min(args.processes, len(names)))]  # fmt: skip
+    seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else [None]
+    jobs = [(name, seed) for seed in seeds for name in names]
+    workers = [context.Process(target=worker, args=(jobs[i :: args.processes], arrays, results, device, args.threads))
+               for i in range(min(args.processes, len(jobs)))]  # fmt: skip
     for process in workers:
         process.start()
     for process in workers:
@@ -263,11 +273,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per configuration and scored epoch, as RESULTS.md records it."""
-    lines = ["| configuration | epoch | CV AUROC (8 classes) | held-out AUROC (4 classes) | training AUROC |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    for r in sorted(rows, key=lambda r: (list(CONFIGS).index(r["name"]) if r["name"] in CONFIGS else 99, r["epoch"])):
-        lines.append(f"| {r['name']} | {r['epoch']} | {r['cv_auroc']:.3f} | {r['held_out_auroc']:.3f} | "
-                     f"{r['train_auroc']:.2f} |")  # fmt: skip
+    lines = ["| configuration | seed | epoch | CV AUROC (8 classes) | held-out AUROC (4 classes) | training AUROC |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    order = list(CONFIGS)
+    for r in sorted(rows, key=lambda r: (order.index(r["name"]) if r["name"] in order else 99, r["config"]["seed"],
+                                         r["epoch"])):  # fmt: skip
+        lines.append(f"| {r['name']} | {r['config']['seed']} | {r['epoch']} | {r['cv_auroc']:.3f} | "
+                     f"{r['held_out_auroc']:.3f} | {r['train_auroc']:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 

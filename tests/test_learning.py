@@ -129,7 +129,7 @@ def test_one_training_step_reaches_every_trainable_block(ptbxl, minilm_path):
 def test_config_check_rejects_an_unknown_augmentation(ptbxl, minilm_path, tmp_path):
     from training.pretrain import ConfigError
 
-    with pytest.raises(ConfigError, match=r"augment: unknown augmentation\(s\) \['flip'\]; available: \['time_shift', 'time_shift_pad'\]"):
+    with pytest.raises(ConfigError, match=r"augment: unknown augmentation\(s\) \['flip'\]; available: \['time_shift', 'time_shift_pad', 'time_mask', 'lead_mask'\]"):
         pretrain(["--config", str(RECIPE), "--data", str(ptbxl), "--text_encoder", str(minilm_path),
                   "--output_dir", str(tmp_path / "out"), "--augment", json.dumps(["time_shift", "flip"])])  # fmt: skip
     assert not (tmp_path / "out").exists()
@@ -192,6 +192,39 @@ def test_time_shift_pad_moves_all_leads_together_without_wrapping_round():
         assert abs(offset) <= samples // 4
         offsets.append(offset)
     assert len(set(offsets)) > 1
+
+
+def test_time_mask_zeroes_one_window_of_all_leads_and_keeps_the_rest():
+    from training.augmentation import random_time_mask
+
+    samples = 200
+    values = torch.arange(1, 64 * 12 * samples + 1, dtype=torch.float32).reshape(64, 12, samples)  # no sample is 0
+    torch.manual_seed(0)
+    masked = random_time_mask(values)
+    lengths = []
+    for original, ecg in zip(values, masked, strict=True):
+        zero = ecg == 0
+        assert (zero == zero[0]).all()  # the same window in every lead
+        window = torch.nonzero(zero[0]).flatten()
+        if len(window):
+            assert (window.diff() == 1).all()  # one contiguous window
+        assert len(window) <= samples // 10
+        torch.testing.assert_close(ecg[~zero], original[~zero])
+        lengths.append(len(window))
+    assert len(set(lengths)) > 1 and max(lengths) > 0
+
+
+def test_lead_mask_zeroes_whole_leads_about_a_fifth_of_the_time():
+    from training.augmentation import random_lead_mask
+
+    values = torch.arange(1, 256 * 12 * 30 + 1, dtype=torch.float32).reshape(256, 12, 30)
+    torch.manual_seed(0)
+    masked = random_lead_mask(values)
+    zero_leads = (masked == 0).all(-1)
+    assert ((masked == 0).any(-1) == zero_leads).all()  # a lead is zeroed whole or not at all
+    torch.testing.assert_close(masked[~zero_leads], values[~zero_leads])
+    assert 0.17 < zero_leads.float().mean() < 0.23  # 3,072 leads, p 0.2
+    assert len({tuple(row.tolist()) for row in zero_leads}) > 100  # each ECG draws its own leads
 
 
 def test_queries_are_embedded_the_same_for_training_and_for_evaluation(minilm_path):

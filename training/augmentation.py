@@ -9,6 +9,11 @@ The paper pre-trains on 771,500 ECGs without augmentation; these are for small-d
 - `time_shift_pad`: move each ECG by its own random offset of up to a quarter of the record either way, without
   wrapping round: the samples shifted out are dropped and the gap is filled with zeros (the normalised baseline), so
   every interval the model sees is one the heart produced.
+- `time_mask`: zero one window of each ECG (all leads, up to a tenth of the record, at a random place), so that no
+  finding can be read from one beat alone ("time out" in Mehari & Strodthoff's study of ECG augmentations).
+- `lead_mask`: zero each lead of each ECG with probability 0.2, so that no finding can be read from one lead alone.
+  A finding seen in few leads (an infarct in V1-V3) can be masked out of a positive ECG: a noisy label, not a false
+  finding.
 """
 
 from __future__ import annotations
@@ -44,7 +49,23 @@ def random_time_shift_pad(values: torch.Tensor, max_fraction: float = 0.25) -> t
     return shifted * inside
 
 
-AUGMENTATIONS = {"time_shift": random_time_shift, "time_shift_pad": random_time_shift_pad}
+def random_time_mask(values: torch.Tensor, max_fraction: float = 0.1) -> torch.Tensor:
+    """values (batch_size, leads, samples) → each ECG with one window of up to max_fraction · samples set to zero."""
+    batch_size, _, samples = values.shape
+    lengths = torch.randint(0, int(max_fraction * samples) + 1, (batch_size, 1, 1), device=values.device)
+    starts = (torch.rand(batch_size, 1, 1, device=values.device) * (samples - lengths + 1)).long()
+    time = torch.arange(samples, device=values.device)
+    return values * ~((time >= starts) & (time < starts + lengths))
+
+
+def random_lead_mask(values: torch.Tensor, probability: float = 0.2) -> torch.Tensor:
+    """values (batch_size, leads, samples) → each lead of each ECG set to zero with `probability`."""
+    keep = torch.rand(values.shape[0], values.shape[1], 1, device=values.device) >= probability
+    return values * keep
+
+
+AUGMENTATIONS = {"time_shift": random_time_shift, "time_shift_pad": random_time_shift_pad,
+                 "time_mask": random_time_mask, "lead_mask": random_lead_mask}  # fmt: skip
 
 
 def augment(values: torch.Tensor, names: list[str]) -> torch.Tensor:
