@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+import yaml
 from conftest import run_offline
 from pretrain_fixture import write_ptbxl_dataset
 from safetensors.torch import load_file
@@ -107,12 +109,15 @@ print("logits", tuple(model(**inputs).logits.shape))
     assert "logits (1, 2)" in result.stdout
 
     original = load_file(str(minilm_path / "model.safetensors"))
-    for trained in (load_file(str(best / "model.safetensors")),
-                    load_file(str(output_dir / "checkpoints" / f"step_{MAX_STEPS}" / "model.safetensors"))):
-        text = {k.removeprefix("text_model."): v for k, v in trained.items() if k.startswith("text_model.")}
-        common = set(text) & set(original)
-        assert len(common) == len(original) - sum("position_ids" in k for k in original) > 90
-        assert all(torch.equal(text[k], original[k]) for k in common)
+    trained = load_file(str(best / "model.safetensors"))
+    text = {k.removeprefix("text_model."): v for k, v in trained.items() if k.startswith("text_model.")}
+    common = set(text) & set(original)
+    assert len(common) == len(original) - sum("position_ids" in k for k in original) > 90
+    assert all(torch.equal(text[k], original[k]) for k in common)
+
+    # the checkpoint holds every trained weight, and leaves the frozen tower to `text_encoder`
+    checkpoint = load_file(str(output_dir / "checkpoints" / f"step_{MAX_STEPS}" / "model.safetensors"))
+    assert set(checkpoint) == {k for k in trained if not k.startswith("text_model.")}
 
 
 def test_killed_run_resumes_to_the_same_weights(run, data, cache, minilm_path, tmp_path):
@@ -141,6 +146,18 @@ def test_killed_run_resumes_to_the_same_weights(run, data, cache, minilm_path, t
         torch.testing.assert_close(final[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
     assert [e["train_loss"] for e in _epochs(output_dir)][-1] == pytest.approx(_epochs(reference_dir)[-1]["train_loss"],
                                                                                 rel=1e-5)
+
+
+def test_resuming_from_a_checkpoint_of_another_model_says_which_file_and_keys(run, data, cache, minilm_path, tmp_path):
+    output_dir, _ = run
+    checkpoint = output_dir / "checkpoints" / f"step_{MAX_STEPS}"
+    tiny = yaml.safe_load((REPO / "training/configs/cpu_tiny.yaml").read_text())["model_config"]
+    for change, expected in [({"num_hidden_layers": 3}, r"missing \['ecg_model.encoder.layers.2.*\(\d+\), unexpected \[\] \(0\)"),
+                             ({"intermediate_size": 48}, r"other shape \['ecg_model.encoder.layers.0.mlp.fc1.*\(6\)")]:
+        with pytest.raises(ValueError, match=re.escape(f"{checkpoint / 'model.safetensors'} does not match the model: ") + f".*{expected}"):
+            main(["--config", str(REPO / "training/configs/cpu_tiny.yaml"), "--data", str(data), "--cache_dir",
+                  str(cache), "--text_encoder", str(minilm_path), "--output_dir", str(tmp_path / "out"), "--resume",
+                  str(checkpoint), "--model_config", json.dumps({**tiny, **change})])  # fmt: skip
 
 
 @pytest.mark.parametrize("case", ["missing dataset", "no labels", "batch not divisible", "unknown key"])
