@@ -80,7 +80,6 @@ CONFIGS = {
     "time_mask_e150": variant(epochs=150, augment=["time_shift", "time_mask"]),
     "lead_mask_e150": variant(epochs=150, augment=["time_shift", "lead_mask"]),
     "layers2_e150": variant(epochs=150, model=dict(num_hidden_layers=2)),
-    "wd0.5_e150": variant(epochs=150, weight_decay=0.5),
     "init_0.02": variant(model=dict(initializer_range=0.02)),
     "init_0.02_seed1": variant(model=dict(initializer_range=0.02), seed=1),
     "init_0.02_seed2": variant(model=dict(initializer_range=0.02), seed=2),
