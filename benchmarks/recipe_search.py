@@ -71,7 +71,8 @@ CONFIGS = {
     "init_0.1_minmax": variant(normalization="minmax", model=dict(initializer_range=0.1)),
     "init_0.1_dropout": variant(model=dict(initializer_range=0.1, drop_path_rate=0.1, fusion_dropout=0.1)),
     "init_0.1_width128": variant(model=dict(WIDTH_128, initializer_range=0.1)),
-    # The shipped schedule (150 epochs), and what the time shift's seam and weight averaging do to it.
+    # The shipped schedule (150 epochs), and what one change does to it: the time shift's seam, weight averaging,
+    # batch size, two more augmentations, depth (stops 16 and 17; run `recipe_e150` and `layers2_e150` with --seeds).
     "recipe_e150": variant(epochs=150),
     "shift_pad_e150": variant(epochs=150, augment=["time_shift_pad"]),
     "ema_e150": variant(epochs=150, ema_decay=0.995),
