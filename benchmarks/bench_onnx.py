@@ -163,7 +163,8 @@ def accuracy_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
     if args.calibration_split:
         train = held_out_split(args.data, [args.calibration_split]).select(range(args.calibration_size))
         batch = next(iter(ecg_dataloader(train, batch_size=len(train), shuffle=False, drop_last=False)))
-        calibration = ecg_from_digital(batch["ecg"], batch["adc_gain"], processor.feature_extractor.normalization)
+        calibration = ecg_from_digital(batch["ecg"], batch["adc_gain"], processor.feature_extractor.normalization,
+                                       model.config.sampling_rate)
     else:
         calibration = processed_ecgs(processor, args.calibration, args.calibration_size)
     export = export_onnx(model, processor, queries, folder, calibration_ecgs=calibration, int8=True)
@@ -176,7 +177,8 @@ def accuracy_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
             onnx_model = SupremeOnnxModel.from_pretrained(folder, file_name=file, runtime=runtime,
                                                           num_threads=args.threads)
             states = onnx_model.select_query_states(queries)
-            logits = [onnx_model(ecg_from_digital(batch["ecg"], batch["adc_gain"], normalization),
+            rate = model.config.sampling_rate
+            logits = [onnx_model(ecg_from_digital(batch["ecg"], batch["adc_gain"], normalization, rate),
                                  query_states=states).logits.numpy()
                       for batch in ecg_dataloader(dataset, batch_size=16, shuffle=False, drop_last=False)]
             scores[(runtime, precision)] = np.concatenate(logits)

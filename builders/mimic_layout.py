@@ -46,6 +46,33 @@ def mimic_digital(millivolts: np.ndarray) -> np.ndarray:
 
 def write_mimic_layout(root: str | Path, studies: list[MimicStudy]) -> Path:
     """Write `studies` under `root` in MIMIC-IV-ECG's layout; returns `root`."""
+    for study in studies:
+        write_mimic_record(root, study)
+    return write_mimic_tables(root, studies)
+
+
+def write_mimic_record(root: str | Path, study: MimicStudy) -> None:
+    """The study's WFDB record (`.hea` + `.dat`) under `root/files/...`."""
+    if len(study.statements) > NUM_REPORT_COLUMNS:
+        raise ValueError(f"study {study.study_id}: {len(study.statements)} statements, MIMIC has 18 report columns")
+    folder = Path(root) / study.relative_path.rsplit("/", 1)[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(
+        study.study_id,
+        fs=500,
+        units=["mV"] * 12,
+        sig_name=list(MIMIC_LEADS),
+        d_signal=study.digital,
+        fmt=["16"] * 12,
+        adc_gain=[MIMIC_GAIN] * 12,
+        baseline=[0] * 12,
+        comments=[f"<subject_id>: {study.subject_id}"],
+        write_dir=str(folder),
+    )
+
+
+def write_mimic_tables(root: str | Path, studies: list[MimicStudy]) -> Path:
+    """`record_list.csv` and `machine_measurements.csv` for `studies` (their `digital` is not read)."""
     root = Path(root)
     record_rows, measurement_rows = [], []
     for n, study in enumerate(studies):
@@ -82,20 +109,7 @@ def write_mimic_layout(root: str | Path, studies: list[MimicStudy]) -> Path:
                 "t_axis": "44",
             }
         )
-        folder = root / study.relative_path.rsplit("/", 1)[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        wfdb.wrsamp(
-            study.study_id,
-            fs=500,
-            units=["mV"] * 12,
-            sig_name=list(MIMIC_LEADS),
-            d_signal=study.digital,
-            fmt=["16"] * 12,
-            adc_gain=[MIMIC_GAIN] * 12,
-            baseline=[0] * 12,
-            comments=[f"<subject_id>: {study.subject_id}"],
-            write_dir=str(folder),
-        )
+    root.mkdir(parents=True, exist_ok=True)
     _write_csv(root / "record_list.csv", record_rows)
     _write_csv(root / "machine_measurements.csv", measurement_rows)
     return root

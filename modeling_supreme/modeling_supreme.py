@@ -315,6 +315,18 @@ class CardiacFusionNetwork(nn.Module):
         return logits, tuple(cross_attentions) if output_attentions else None
 
 
+def _text_encoder_source(config: SupremeConfig) -> str | None:
+    """The installed package's folder when `text_encoder_package` is importable, else `text_encoder_name_or_path`."""
+    if config.text_encoder_package:
+        import importlib
+
+        try:
+            return str(importlib.import_module(config.text_encoder_package).get_model_path())
+        except ImportError:
+            pass
+    return config.text_encoder_name_or_path
+
+
 class SupremePreTrainedModel(PreTrainedModel):
     config_class = SupremeConfig
     config: SupremeConfig
@@ -400,6 +412,33 @@ class SupremeModel(SupremePreTrainedModel):
         model = cls(config)
         model.text_model.load_state_dict(encoder.state_dict())
         return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, text_encoder: str | None = None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus: a checkpoint that leaves the frozen text tower out (its config
+        names `text_encoder_name_or_path`) gets it from `text_encoder` if given, else from the installed
+        `text_encoder_package`, else from the Hub id or folder the config names."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        missing = [key for key in info["missing_keys"] if key.startswith("text_model.")]
+        if missing:
+            source = text_encoder or _text_encoder_source(model.config)
+            if source is None:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: the checkpoint lacks the text tower ({len(missing)} weights, "
+                    f"e.g. {missing[0]}) and its config names no text_encoder_name_or_path to load it from"
+                )
+            encoder = AutoModel.from_pretrained(source)
+            model.text_model.load_state_dict(encoder.state_dict())
+            model.text_model.to(model.dtype)
+            info["missing_keys"] = [key for key in info["missing_keys"] if key not in missing]
+        return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """A model whose config references its text tower (`text_encoder_name_or_path`) is saved without it."""
+        if self.config.text_encoder_name_or_path and "state_dict" not in kwargs:
+            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if not k.startswith("text_model.")}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -4,12 +4,12 @@ The steps, in order, are those of the SuPreME paper (appendix A.1.1) and MERL, w
 
 1. leads reordered by name (case-insensitive) to I, II, III, aVR, aVL, aVF, V1-V6; extra leads dropped;
 2. NaN/Inf replaced by the mean of the six neighbouring finite samples (three on each side);
-3. polyphase resampling to 500 Hz;
-4. cropped or zero-padded to 5000 samples;
+3. polyphase resampling to the model's rate (`sampling_rate`: 500 Hz in the paper, 100 Hz for the PTB-XL model);
+4. cropped or zero-padded to `num_samples` (10 s);
 5. one min-max over the whole record, to [0, 1].
 
-`ecg_from_digital` runs steps 5 (after the ADC gain) in torch on any device, so the trainer can ship int16 samples and
-normalise on the GPU; it is the same arithmetic as the feature extractor's.
+`ecg_from_digital` runs steps 3 and 5 (after the ADC gain) on the int16 samples the datasets store at 500 Hz, so the
+trainer can ship int16 and normalise on the GPU; it is the same arithmetic as the feature extractor's.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ CANONICAL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4"
 NORMALIZATIONS = ("minmax", "zscore", "none")
 _FILL_NEIGHBOURS = 3  # finite samples taken on each side of a gap
 _EPS = 1e-8
+STORED_SAMPLING_RATE = 500  # the rate of the datasets' `ecg` column (docs/dataset_schema.md)
 
 
 def canonical_lead_index(lead_names, allow_missing: bool = False) -> list[int | None]:
@@ -108,12 +109,19 @@ def normalize_ecg(x: torch.Tensor, method: str = "minmax") -> torch.Tensor:
     raise ValueError(f"unknown normalization {method!r}; expected one of {NORMALIZATIONS}")
 
 
-def ecg_from_digital(digital: torch.Tensor, adc_gain: torch.Tensor, method: str = "minmax") -> torch.Tensor:
-    """Stored int16 samples (batch_size, 12, samples) and ADC gains (batch_size, 12) → model `input_values` float32.
+def ecg_from_digital(
+    digital: torch.Tensor, adc_gain: torch.Tensor, method: str = "minmax", sampling_rate: int = STORED_SAMPLING_RATE
+) -> torch.Tensor:
+    """Stored int16 samples (batch_size, 12, samples at 500 Hz) and ADC gains (batch_size, 12) → model
+    `input_values` float32 at `sampling_rate` (the model's `config.sampling_rate`).
 
-    Runs on the tensors' device, so the data loader can ship int16 and the GPU does the arithmetic.
+    Gain and normalisation run on the tensors' device; a model at another rate gets the feature extractor's
+    polyphase resampling (on the CPU), so training and inference see the same signal.
     """
     millivolts = digital.to(torch.float32) / adc_gain.to(torch.float32).unsqueeze(-1)
+    if sampling_rate != STORED_SAMPLING_RATE:
+        resampled = resample(millivolts.cpu().numpy(), STORED_SAMPLING_RATE, sampling_rate)
+        millivolts = torch.from_numpy(resampled.astype(np.float32)).to(millivolts.device)
     return normalize_ecg(millivolts, method)
 
 

@@ -4,7 +4,7 @@ What this much data permits without a ViT: the demo (`training/demo.py`) trains 
 their labels and scores the same held-out records as SuPreME. It is supervised, so it scores only the classes it was
 trained on, under their own names; SuPreME answers free-text queries.
 
-Features of one ECG (in mV at 500 Hz, band-passed 0.5-40 Hz), 100 in all:
+Features of one ECG (in mV at 500 or 100 Hz, band-passed 0.5-40 Hz), 100 in all:
 
 - per lead (12 x 8): standard deviation; 1st, 5th, 50th, 95th and 99th percentiles; mean and maximum absolute
   first difference (slope);
@@ -17,27 +17,27 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import butter, find_peaks, sosfiltfilt
 
-SAMPLING_RATE = 500
-_BAND_PASS = butter(2, [0.5, 40.0], btype="band", fs=SAMPLING_RATE, output="sos")
-_MIN_BEAT_GAP = int(0.3 * SAMPLING_RATE)  # samples: no two R peaks closer than 300 ms (200 bpm)
+MIN_BEAT_GAP_S = 0.3  # no two R peaks closer than 300 ms (200 bpm)
 
 
-def summary_features(millivolts: np.ndarray) -> np.ndarray:
-    """(batch_size, 12, samples) ECGs in mV at 500 Hz → (batch_size, 100) features (see the module docstring)."""
-    signal = sosfiltfilt(_BAND_PASS, np.asarray(millivolts, dtype=np.float64), axis=-1)
+def summary_features(millivolts: np.ndarray, sampling_rate: int = 500) -> np.ndarray:
+    """(batch_size, 12, samples) ECGs in mV at `sampling_rate` → (batch_size, 100) features (the module docstring)."""
+    band_pass = butter(2, [0.5, 40.0], btype="band", fs=sampling_rate, output="sos")
+    signal = sosfiltfilt(band_pass, np.asarray(millivolts, dtype=np.float64), axis=-1)
     slope = np.abs(np.diff(signal, axis=-1))
     per_lead = np.concatenate(
         [signal.std(-1), *np.percentile(signal, [1, 5, 50, 95, 99], axis=-1), slope.mean(-1), slope.max(-1)], axis=-1
     )
-    return np.concatenate([per_lead, np.stack([_rhythm(s) for s in slope.sum(1)])], axis=-1)
+    return np.concatenate([per_lead, np.stack([_rhythm(s, sampling_rate) for s in slope.sum(1)])], axis=-1)
 
 
-def _rhythm(energy: np.ndarray) -> np.ndarray:
+def _rhythm(energy: np.ndarray, sampling_rate: int) -> np.ndarray:
     """Heart rate, RR variation, successive RR difference and beat count from one ECG's summed absolute slope."""
-    peaks, _ = find_peaks(energy, distance=_MIN_BEAT_GAP, height=0.4 * np.percentile(energy, 98))
+    gap = int(MIN_BEAT_GAP_S * sampling_rate)
+    peaks, _ = find_peaks(energy, distance=gap, height=0.4 * np.percentile(energy, 98))
     if len(peaks) < 3:  # no usable rhythm: a flat or very short trace
         return np.array([0.0, 0.0, 0.0, float(len(peaks))])
-    rr = np.diff(peaks) / SAMPLING_RATE
+    rr = np.diff(peaks) / sampling_rate
     return np.array([60.0 / rr.mean(), rr.std() / rr.mean(), np.abs(np.diff(rr)).mean() / rr.mean(), len(peaks)])
 
 

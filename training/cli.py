@@ -1,13 +1,15 @@
 """The `supreme` command: classify and explain ECGs, and reach the builders and training scripts from one place.
 
-supreme classify RECORD... --model DIR_OR_REPO --query "atrial fibrillation" [--query ...]
+supreme classify RECORD... [--model DIR_OR_REPO] --query "atrial fibrillation" [--query ...]
 supreme classify RECORD... --onnx DIR [--query ...]          (a folder written by supreme export; default: its queries)
 supreme export --model DIR_OR_REPO --output DIR --query ... [--int8 --calibration RECORD_OR_DIR ...]
-supreme explain RECORD --model DIR_OR_REPO --query "..." [--query ...] --output attention.png
-supreme build {mimic-iv-ecg,ptbxl,cpsc2018,csn} ARGS...   (python -m builders.<source> ARGS...)
+supreme explain RECORD [--model DIR_OR_REPO] --query "..." [--query ...] --output attention.png
+supreme build {mimic-iv-ecg,ptbxl,ptbxl-pretraining,cpsc2018,csn} ARGS...   (python -m builders.<source> ARGS...)
 supreme train ARGS...                                     (accelerate launch training/pretrain.py ARGS...)
 supreme evaluate ARGS...                                  (python training/evaluate_zeroshot.py ARGS...)
 supreme probe ARGS...                                     (python training/linear_probe.py ARGS...)
+
+Without --model, classify and explain use the model shipped in the repository (checkpoints/supreme-ptbxl-100hz).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from pathlib import Path
 BUILDERS = {
     "mimic-iv-ecg": "builders.mimic_iv_ecg",
     "ptbxl": "builders.ptbxl",
+    "ptbxl-pretraining": "builders.ptbxl_pretraining",
     "cpsc2018": "builders.cpsc2018",
     "csn": "builders.csn",
 }
 SCRIPTS = {"evaluate": "training.evaluate_zeroshot", "probe": "training.linear_probe"}
 PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "supreme-ptbxl-100hz"
 
 
 class CommandError(Exception):
@@ -178,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--query", action="append", help="a free-text cardiac query; repeat for several")
         command.add_argument("--queries-file", help="a text file with one query per line")
 
-    def scoring_options(command, model_required: bool = True):
-        command.add_argument("--model", required=model_required, help="a saved SuPreME folder or Hub repo id")
+    def scoring_options(command):
+        command.add_argument("--model", help="a saved SuPreME folder or Hub repo id (default: the shipped model, "
+                             f"{DEFAULT_MODEL.relative_to(DEFAULT_MODEL.parents[1])})")
         query_options(command)
         command.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
@@ -187,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify_parser.add_argument(
         "records", nargs="+", metavar="RECORD", help="WFDB record (.hea/.dat/.mat) or CPSC .mat"
     )
-    scoring_options(classify_parser, model_required=False)
+    scoring_options(classify_parser)
     classify_parser.add_argument(
         "--onnx", metavar="DIR", help="score with a folder written by `supreme export` instead of --model "
         "(its int8 graph where exported; default queries: the exported ones)"
@@ -246,8 +251,12 @@ def main(argv: list[str] | None = None) -> None:
             return
         parser = build_parser()
         args = parser.parse_args(argv)
-        if args.command == "classify" and (args.model is None) == (args.onnx is None):
-            parser.error("classify: give exactly one of --model DIR_OR_REPO and --onnx DIR")
+        if args.command == "classify" and args.model is not None and args.onnx is not None:
+            parser.error("classify: give one of --model DIR_OR_REPO and --onnx DIR")
+        if args.command in ("classify", "explain") and args.model is None and getattr(args, "onnx", None) is None:
+            if not DEFAULT_MODEL.is_dir():
+                raise CommandError(f"no --model given and the shipped model {DEFAULT_MODEL} is not there")
+            args.model = str(DEFAULT_MODEL)
         args.handler(args)
     except CommandError as error:
         print(f"supreme: error: {error}", file=sys.stderr)

@@ -21,27 +21,30 @@ trains and every record of the second is scored.
    regression on per-lead summary features) trained on the same records and labels scores the same ECGs. It prints
    the AUROC table of the classes with at least 10 positives, says how the result compares with chance and with the
    baseline, and writes `DIR/results/zeroshot_results.json` (`training/evaluate_zeroshot.py`'s format plus
-   `wordings`, `baseline` and `summary`) with a per-class bar chart and the CFN's cross-attention over one ECG.
+   `wordings`, `baseline`, `shipped_model` and `summary`) with a per-class bar chart and the CFN's cross-attention
+   over one ECG. The model shipped in the repository (`checkpoints/supreme-ptbxl-100hz`, pre-trained on PTB-XL folds
+   1-7) is scored beside it on the same records and queries.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from builders.ptbxl_pretraining import PtbxlRecord, read_ptbxl, write_corpus_layout
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "training" / "demo_data" / "ptbxl"
 PRETRAIN = REPO / "training" / "pretrain.py"
 RECIPE = REPO / "training" / "configs" / "cpu_small.yaml"
+SHIPPED_MODEL = REPO / "checkpoints" / "supreme-ptbxl-100hz"  # scored beside the demo's model
 PROMPTS = REPO / "training" / "prompts"
 HELD_OUT_FOLDS = {9, 10}  # PTB-XL's recommended validation and test folds
 MIN_POSITIVES = 10  # classes with fewer held-out positives are scored but left out of the headline mean
@@ -49,60 +52,15 @@ EXPLAINED_QUERIES = ["sinus rhythm", "normal ECG", "anteroseptal myocardial infa
 QUIET = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}  # summaries stay, progress bars go
 
 
-@dataclass
-class PtbxlRecord:
-    ecg_id: int
-    patient_id: str
-    fold: int
-    path: Path  # the WFDB record, without extension
-    codes: list[str]  # SCP-ECG statement codes
-
-
 def usable_cpus() -> int:
     """CPU cores this process may run on (the affinity mask where the OS has one, as on Linux)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def read_ptbxl(folder: Path) -> tuple[list[PtbxlRecord], dict[str, str]]:
-    """The records of a PTB-XL-layout folder and SCP code → English description; errors name the missing file."""
-    import pandas as pd
-
-    for name in ("ptbxl_database.csv", "scp_statements.csv"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(
-                f"{folder / name} not found: a PTB-XL folder holds ptbxl_database.csv, "
-                "scp_statements.csv and records500/"
-            )
-    descriptions = pd.read_csv(folder / "scp_statements.csv", index_col=0)["description"].to_dict()
-    database = pd.read_csv(folder / "ptbxl_database.csv", index_col="ecg_id")
-    records = []
-    for ecg_id, row in database.iterrows():
-        codes = list(ast.literal_eval(row.scp_codes))
-        unknown = [code for code in codes if code not in descriptions]
-        if unknown:
-            raise ValueError(
-                f"{folder / 'ptbxl_database.csv'}: ecg_id {ecg_id} has SCP code(s) {unknown} that "
-                f"{folder / 'scp_statements.csv'} does not describe"
-            )
-        records.append(
-            PtbxlRecord(int(ecg_id), str(int(row.patient_id)), int(row.strat_fold), folder / row.filename_hr, codes)
-        )
-    return records, descriptions
-
-
 def write_training_corpus(records: list[PtbxlRecord], descriptions: dict[str, str], folder: Path) -> None:
-    """Step 1: records in MIMIC-IV-ECG's layout, their SCP descriptions as machine statements."""
-    import wfdb
-
-    from builders.mimic_layout import MimicStudy, mimic_digital, write_mimic_layout
-
-    studies = []
-    for record in records:
-        signal = wfdb.rdrecord(str(record.path)).p_signal.T
-        statements = [descriptions[code][0].upper() + descriptions[code][1:] for code in record.codes]
-        subject = f"1{int(record.patient_id):07d}"  # MIMIC subject ids have 8 digits
-        studies.append(MimicStudy(subject, f"4{record.ecg_id:07d}", mimic_digital(signal), statements))
-    write_mimic_layout(folder, studies)
+    """Step 1: records in MIMIC-IV-ECG's layout, their SCP descriptions as machine statements. The demo keeps every
+    statement as asserted (min_likelihood 0): at 200 ECGs a hedged statement is still the best label there is."""
+    write_corpus_layout(records, descriptions, folder, min_likelihood=0)
 
 
 def write_held_out_set(records: list[PtbxlRecord], descriptions: dict[str, str], folder: Path) -> list[str]:
@@ -220,6 +178,12 @@ def score(model_dir: Path, held_out_dir: Path, pretrain_dir: Path, evaluate_fold
         for wording in ("CKEPE", "paraphrase")
     }
     results["baseline"] = baseline_scores(pretrain_dir, held_out, list(result["auroc"]))
+    if SHIPPED_MODEL.is_dir():  # the model shipped in the repo, trained on PTB-XL folds 1-7: the same queries
+        shipped = AutoModel.from_pretrained(SHIPPED_MODEL, trust_remote_code=True).eval()
+        shipped_processor = AutoProcessor.from_pretrained(SHIPPED_MODEL, trust_remote_code=True)
+        results["shipped_model"] = evaluate_zeroshot(
+            shipped, shipped_processor, {name: held_out}, prompts={"description": queries["description"]}
+        )["sets"][name]
 
     counted = [c for c, n in result["num_positives"].items() if n >= MIN_POSITIVES and result["auroc"][c] is not None]
     columns = {
@@ -228,6 +192,8 @@ def score(model_dir: Path, held_out_dir: Path, pretrain_dir: Path, evaluate_fold
         "paraphrase": results["wordings"]["paraphrase"]["auroc"],
         "baseline": results["baseline"],
     }
+    if "shipped_model" in results:
+        columns["shipped model"] = results["shipped_model"]["auroc"]
     means = {column: _mean([values[c] for c in counted]) for column, values in columns.items()}
     results["summary"] = {
         "min_positives": MIN_POSITIVES,
@@ -247,6 +213,9 @@ def score(model_dir: Path, held_out_dir: Path, pretrain_dir: Path, evaluate_fold
         print(f"  {c:<{width}}  {result['num_positives'][c]:>9}  {cells}")
     print(f"  {'mean':<{width}}  {'':>9}  " + "  ".join(f"{_cell(means[column]):>13}" for column in columns))
     print(verdict(means, len(counted)))
+    if "shipped model" in means:
+        print(f"The shipped model ({SHIPPED_MODEL.relative_to(REPO)}, pre-trained on 15,245 PTB-XL ECGs of folds 1-7, "
+              f"none of these patients) on the same records and queries: {_cell(means['shipped model'])}.")
     others = [c for c in result["auroc"] if c not in counted and result["auroc"][c] is not None]
     if others:
         print(

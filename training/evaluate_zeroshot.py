@@ -79,7 +79,8 @@ def zeroshot_logits(model, tokenizer, dataset: datasets.Dataset, queries: Sequen
     query_states = model.get_query_states(model.encode_queries(list(queries), tokenizer))  # once per set
     logits, labels, ids = [], [], []
     for batch in ecg_dataloader(dataset, batch_size=batch_size, shuffle=False, drop_last=False):
-        values = ecg_from_digital(batch["ecg"].to(device), batch["adc_gain"].to(device), normalization)
+        values = ecg_from_digital(batch["ecg"].to(device), batch["adc_gain"].to(device), normalization,
+                                  model.config.sampling_rate)
         logits.append(model(input_values=values, query_states=query_states).logits.float().cpu())
         labels.append(batch["labels"])
         ids += batch["id"]

@@ -44,7 +44,8 @@ def encode(encoder, dataset: datasets.Dataset, normalization: str = "minmax", ba
     device = encoder.device
     features, labels = [], []
     for batch in ecg_dataloader(dataset, batch_size=batch_size, shuffle=False, drop_last=False):
-        values = ecg_from_digital(batch["ecg"].to(device), batch["adc_gain"].to(device), normalization)
+        values = ecg_from_digital(batch["ecg"].to(device), batch["adc_gain"].to(device), normalization,
+                                  encoder.config.sampling_rate)
         features.append(encoder(values).pooler_output.float().cpu())
         labels.append(batch["labels"])
     return torch.cat(features), torch.cat(labels)

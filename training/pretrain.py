@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import math
+import random
 import re
 import resource
 import shutil
@@ -57,6 +58,7 @@ DEFAULTS = {
     "data": None,  # labelled pre-training dataset: a builders/ folder or a Hub repo id (required)
     "data_config": None,
     "train_split": "train",
+    "train_fraction": 1.0,  # train on a seeded random share of the split (data-efficiency studies); not with streaming
     "val_split": "validation",  # loss-based early stopping when val_data is empty; skipped if the split is absent
     "streaming": False,
     "num_workers": 2,  # loader threads per process
@@ -147,6 +149,13 @@ def gradient_accumulation(config: dict, num_processes: int) -> int:
             f"to one of {divisors} or change global_batch_size"
         )
     return config["global_batch_size"] // per_step
+
+
+def fraction_subset(n: int, fraction: float, seed: int) -> list[int]:
+    """Sorted indices of a seeded random `fraction` of `n` rows (at least one)."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"train_fraction must be in (0, 1], got {fraction}")
+    return sorted(random.Random(seed).sample(range(n), max(1, round(fraction * n))))
 
 
 def model_config(value) -> SupremeConfig:
@@ -267,7 +276,8 @@ def validation_loss(model, dataset, query_embeds, config, accelerator) -> float:
                             num_workers=config["num_workers"])
     for batch in loader:
         values = ecg_from_digital(batch["ecg"].to(accelerator.device, non_blocking=True),
-                                  batch["adc_gain"].to(accelerator.device, non_blocking=True), config["normalization"])
+                                  batch["adc_gain"].to(accelerator.device, non_blocking=True), config["normalization"],
+                                  model.config.sampling_rate)
         with accelerator.autocast():
             loss = model(input_values=values, query_embeds=query_embeds,
                          labels=batch["labels"].to(accelerator.device, non_blocking=True)).loss
@@ -308,6 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
             train_data = load_ecg_dataset(config["data"], config["data_config"], config["train_split"],
                                           streaming=config["streaming"], cache_dir=config["cache_dir"])
             queries = class_names(train_data)
+            if config["train_fraction"] != 1.0:
+                train_data = train_data.select(fraction_subset(len(train_data), config["train_fraction"],
+                                                               config["seed"]))
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(f"data: {error}") from error
         val_sets, val_data = {}, None
@@ -356,8 +369,10 @@ def main(argv: list[str] | None = None) -> dict:
         model = SupremeModel.from_text_encoder(config["text_encoder"], architecture)
     else:
         model = SupremeModel(architecture)
-    processor = SupremeProcessor(SupremeFeatureExtractor(normalization=config["normalization"]),
-                                 AutoTokenizer.from_pretrained(tokenizer_path))
+    feature_extractor = SupremeFeatureExtractor(
+        sampling_rate=architecture.sampling_rate, num_samples=architecture.num_samples,
+        normalization=config["normalization"], min_duration_samples=architecture.patch_size)
+    processor = SupremeProcessor(feature_extractor, AutoTokenizer.from_pretrained(tokenizer_path))
     model.to(accelerator.device)
     query_embeds = model.encode_queries(queries, processor.tokenizer)  # (Q, text_hidden_size), fixed for the run
 
@@ -429,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
             for i, batch in enumerate(group):
                 values = ecg_from_digital(batch["ecg"].to(accelerator.device, non_blocking=True),
                                           batch["adc_gain"].to(accelerator.device, non_blocking=True),
-                                          config["normalization"])
+                                          config["normalization"], architecture.sampling_rate)
                 values = augment(values, augmentations)
                 labels = batch["labels"].to(accelerator.device, non_blocking=True)
                 # gradients are averaged over processes only on the last micro-batch of the step
