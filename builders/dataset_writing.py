@@ -193,6 +193,20 @@ def _array2d(values: list, feature: datasets.Array2D, arrow_type: pa.DataType, n
     return pa.ExtensionArray.from_storage(arrow_type, outer)
 
 
+def _check_plain(value, where: str) -> None:
+    """Raise TypeError naming the field when `value` holds anything but plain YAML types (a numpy string would make
+    `yaml.safe_dump` fail after a whole build, with a message that names no field)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif value is not None and type(value) not in (str, int, float, bool):
+        raise TypeError(f"{where}: {type(value).__module__}.{type(value).__name__} {value!r} is not a plain YAML "
+                        "value; convert it (str(), int(), float()) where it is made")
+
+
 def write_dataset_card(out_dir: str | os.PathLike, *, pretty_name: str, license: str, citation: str,
                        configs: Sequence[str] | None = None,
                        features: datasets.Features | Mapping[str, datasets.Features],
@@ -230,6 +244,7 @@ def write_dataset_card(out_dir: str | os.PathLike, *, pretty_name: str, license:
         })
     front = {"pretty_name": pretty_name, "license": license, "configs": yaml_configs,
              "dataset_info": infos if len(infos) > 1 else infos[0]}
+    _check_plain(front, "dataset card")
     body = [f"# {pretty_name}", "", description.strip(), ""]
     for heading, text in (extra_sections or {}).items():
         body += [f"## {heading}", "", text.strip(), ""]

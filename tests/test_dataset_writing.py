@@ -91,3 +91,11 @@ def test_schema_rejects_wrong_shapes_and_clashing_extras(tmp_path, records):
         row["labels"] = labels
         with pytest.raises(ValueError):
             write_split([row], features, tmp_path, "train")
+
+
+def test_card_refuses_values_yaml_cannot_write_and_names_the_field(tmp_path, records):
+    features = ecg_features([np.str_(name) for name in CLASSES])  # what a numpy-built class list carries
+    write_split(_rows(records[:2], "t"), ecg_features(CLASSES, EXTRA), tmp_path, "train")
+    with pytest.raises(TypeError, match=r"dataset card\.dataset_info\.features.*numpy\.str_"):
+        write_dataset_card(tmp_path, pretty_name="x", license="mit", citation="", features=features, description="x")
+    assert not (tmp_path / "README.md").exists()

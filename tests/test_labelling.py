@@ -195,6 +195,8 @@ def test_mapping_with_a_real_bert(minilm_path):
     assert mapping.term_of["lbbb"] == mapping.term_of["left bundle branch block"] == "left bundle branch block"
     assert mapping.term_of["right bundle branch block"] == "right bundle branch block"  # exact: never merged
     assert mapping.term_of["patient moved during recording"] is None
+    # terms mapped by similarity are plain str, as exact ones are: they become ClassLabel names in the card's YAML
+    assert {type(term) for term in mapping.term_of.values() if term is not None} == {str}
 
 
 def test_cache_keeps_grammar_and_free_answers_apart(tmp_path):

@@ -106,7 +106,7 @@ def map_entities(entities: list[str], vocabulary: Vocabulary, encoder: TextEncod
     elif rest:
         forms = sorted(vocabulary.forms)
         form_terms = np.array([vocabulary.forms[f] for f in forms])
-        terms = sorted(set(form_terms))
+        terms = sorted({str(term) for term in form_terms})  # plain str: numpy's reach the dataset card and YAML
         embedded = encoder.encode(rest + forms)
         entity_vectors, form_vectors = embedded[: len(rest)], embedded[len(rest):]
         similarity = entity_vectors @ form_vectors.T  # (entities, surface forms)
