@@ -24,8 +24,9 @@ copy), fold 8 is carved out as the validation fold and folds 1-7 train; nothing 
    records choose the probe's epoch), scored on the validation fold.
 7. `unseen`: AUROC of each left-out condition, queried by its description, for the model that never saw it and the
    `main` model that did.
-8. `other`: `main` zero-shot on CinC-2021-format records from other hospitals (`--other`; PTB-XL's own, `HR*`,
-   skipped), each class with at least 2 positives and 2 negatives.
+8. `other`: `main` zero-shot on ECGs of other hospitals (`--other` folders of CinC-2021 / CSN WFDB records with
+   `# Dx:` SNOMED CT codes, or CPSC-2018 originals with `REFERENCE.csv`; PTB-XL's own, `HR*`, skipped), each
+   condition with at least 2 positives and 2 negatives, queried by its SNOMED CT name.
 
 Writes `DIR/results.json` (every figure) and `DIR/report.md` (the tables).
 """
@@ -357,24 +358,55 @@ def unseen_conditions(ptbxl: Path, models: dict[str, Path], validation: dict) ->
     return results
 
 
-def other_hospitals(model_dir: Path, folders: list[Path]) -> dict:
-    """`main` zero-shot on CinC-2021-format records (`.hea` with `# Dx:` SNOMED CT codes, named by the folder's
-    `dx_mapping_*.csv`): AUROC per condition with at least 2 positives and 2 negatives, queried by its name."""
-    import pandas as pd
-    import torch
-    from transformers import AutoModel, AutoProcessor
+# CPSC-2018's nine classes as the SNOMED CT codes CinC 2020/2021 gave them
+CPSC_CODES = {1: "426783006", 2: "164889003", 3: "270492004", 4: "164909002", 5: "59118001", 6: "284470004",
+              7: "427172004", 8: "429622005", 9: "164931005"}
 
-    names, records = {}, []
+
+def other_hospital_records(folders: list[Path]) -> tuple[list[tuple[Path, set[str]]], dict[str, str]]:
+    """(record, SNOMED CT codes) of every record in `folders`, and code → condition name.
+
+    CinC-2021 / CSN WFDB records carry `# Dx:` codes in their headers; CPSC-2018 originals (`A*.mat`) take theirs from
+    the folder's `REFERENCE.csv`. Names come from CinC's `dx_mapping_*.csv` (CSN's `ConditionNames_SNOMED-CT.csv`
+    fills the rest). A record found twice (CSN's are in CinC-2021 too) counts once; PTB-XL's own (`HR*`) are skipped.
+    """
+    import pandas as pd
+
+    names, records, seen = {}, [], set()
     for folder in folders:
-        for table in sorted(folder.glob("dx_mapping_*.csv")):
+        for table in sorted(folder.rglob("dx_mapping_*.csv")):
             frame = pd.read_csv(table)
             names.update(dict(zip(frame["SNOMEDCTCode"].astype(str), frame["Dx"], strict=True)))
+    for folder in folders:
+        for table in sorted(folder.rglob("ConditionNames_SNOMED-CT.csv")):
+            frame = pd.read_csv(table, encoding="utf-8-sig")
+            for code, name in zip(frame["Snomed_CT"].astype(str), frame["FullName"], strict=True):
+                names.setdefault(code, name.lower())
         for header in sorted(folder.rglob("*.hea")):
-            if header.stem.startswith("HR"):  # PTB-XL's own records, in CinC form: not another hospital
+            if header.stem.startswith("HR") or header.stem in seen:
                 continue
             dx = next((line.split(":", 1)[1] for line in header.read_text().splitlines()
                        if line.startswith("# Dx:")), "")
             records.append((header.with_suffix(""), {code.strip() for code in dx.split(",") if code.strip()}))
+            seen.add(header.stem)
+        reference = folder / "REFERENCE.csv"
+        if reference.is_file():
+            labels = pd.read_csv(reference, index_col="Recording")
+            for mat in sorted(folder.glob("A*.mat")):
+                if mat.stem in labels.index and mat.stem not in seen and not mat.with_suffix(".hea").is_file():
+                    row = labels.loc[mat.stem].dropna().astype(int)
+                    records.append((mat, {CPSC_CODES[k] for k in row}))
+                    seen.add(mat.stem)
+    return records, names
+
+
+def other_hospitals(model_dir: Path, folders: list[Path]) -> dict:
+    """`main` zero-shot on ECGs of other hospitals (`other_hospital_records`): AUROC of each condition with at least
+    2 positives and 2 negatives among them, queried by its name."""
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    records, names = other_hospital_records(folders)
     if not records:
         return {"num_records": 0}
     conditions = sorted({c for _, codes in records for c in codes if c in names})
@@ -391,7 +423,8 @@ def other_hospitals(model_dir: Path, folders: list[Path]) -> dict:
     result = macro_auroc(logits, labels, queries)
     result.update(num_records=len(records), positives=dict(zip(queries, labels.sum(0).astype(int).tolist(),
                                                                   strict=True)),
-                  sources=sorted({path.name[:2] for path, _ in records}))
+                  sources={prefix: sum(path.name.startswith(prefix) for path, _ in records)
+                           for prefix in sorted({path.name[0] for path, _ in records})})
     print(f"   other hospitals: {len(records)} records, {len(queries)} conditions, "
           f"macro AUROC {result['macro_auroc']:.3f}", flush=True)
     return result
@@ -404,7 +437,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ptbxl", required=True, type=Path, help="PTB-XL folder (ptbxl_database.csv, records100/)")
     parser.add_argument("--output", required=True, type=Path, help="work folder; a rerun resumes")
-    parser.add_argument("--other", type=Path, nargs="*", default=[], help="CinC-2021-format folders to score")
+    parser.add_argument("--other", type=Path, nargs="*", default=[],
+                        help="folders of other hospitals' ECGs to score (CinC-2021, CSN, CPSC-2018)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
     parser.add_argument("--runs", nargs="+", help="pre-train only these runs (main, unseen, fraction_0.1, ...)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -417,11 +451,15 @@ def main(argv: list[str] | None = None) -> dict:
     present = {r.fold for r in read_ptbxl(ptbxl, SAMPLING_RATE)[0] if r.path.with_suffix(".hea").is_file()}
     plan = fold_plan(present)
     results_file = out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = {}
 
     def save(key: str, value) -> None:
+        """One figure into results.json, re-read first: stages may run in parallel processes."""
+        results.update(json.loads(results_file.read_text()) if results_file.is_file() else {})
         results[key] = value
-        results_file.write_text(json.dumps(results, indent=1))
+        tmp = results_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(results_file)
 
     save("folds", plan)
 
@@ -455,6 +493,7 @@ def main(argv: list[str] | None = None) -> dict:
         save("unseen_validation", unseen_conditions(ptbxl, {k: finished[k] for k in ("unseen", "main")}, validation))
     if "other" in args.stages and args.other and "main" in finished:
         save("other_hospitals", other_hospitals(finished["main"], [p.resolve() for p in args.other]))
+    results.update(json.loads(results_file.read_text()))
     (out / "report.md").write_text(report(results))
     print(f"\nwritten: {results_file}, {out / 'report.md'}")
     return results
@@ -507,7 +546,8 @@ def report(results: dict) -> str:
         lines.append("")
     if results.get("other_hospitals", {}).get("num_records"):
         other = results["other_hospitals"]
-        lines += [f"## Other hospitals ({other['num_records']} records: {', '.join(other['sources'])})", "",
+        sources = ", ".join(f"{count} {prefix}*" for prefix, count in other["sources"].items())
+        lines += [f"## Other hospitals ({other['num_records']} records: {sources})", "",
                   "| condition | positives | AUROC |", "|---|---|---|"]
         for name, value in other["auroc"].items():
             lines.append(f"| {name} | {other['positives'][name]} | {cell(value)} |")
