@@ -27,6 +27,7 @@ import datasets
 import evaluate
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from modeling_supreme.processing_supreme import ecg_from_digital
 from training.ecg_data import class_names, ecg_dataloader, load_ecg_dataset
@@ -78,7 +79,9 @@ def zeroshot_logits(model, tokenizer, dataset: datasets.Dataset, queries: Sequen
     device = model.device
     query_states = model.get_query_states(model.encode_queries(list(queries), tokenizer))  # once per set
     logits, labels, ids = [], [], []
-    for batch in ecg_dataloader(dataset, batch_size=batch_size, shuffle=False, drop_last=False):
+    batches = ecg_dataloader(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
+    total = math.ceil(len(dataset) / batch_size) if hasattr(dataset, "__len__") else None  # streaming: unknown
+    for batch in tqdm(batches, total=total, desc="zero-shot", unit="batch", leave=False, disable=None):
         values = ecg_from_digital(batch["ecg"].to(device), batch["adc_gain"].to(device), normalization,
                                   model.config.sampling_rate)
         logits.append(model(input_values=values, query_states=query_states).logits.float().cpu())
