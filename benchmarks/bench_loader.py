@@ -1,11 +1,12 @@
 """ECG/s of training/ecg_data.py from local Parquet to CPU tensors, against `datasets`' torch formatter.
 
-    .venv/bin/python benchmarks/bench_loader.py [--rows 4096] [--batch-size 256] [--device auto] [--no-record]
+    .venv/bin/python benchmarks/bench_loader.py [--rows 4096] [--batch-size 256] [--device auto] [--records DIR]
+                                                [--no-record]
 
-Builds a local dataset in the project's schema from the 300 real PTB-XL records of ../shared/data (repeated to
-`--rows`), then times: `load_dataset` preparing the Arrow cache from Parquet (once per dataset), a shuffled epoch with
-0, 2 and N DataLoader workers, a streaming pass straight over the Parquet shards, and the plain `datasets` path
-(`with_format("torch")` + DataLoader) for comparison. Each loader figure is the best of `--repeats` epochs, with the
+Builds a local dataset in the project's schema from the 300 real PTB-XL records of training/demo_data/ptbxl (or the
+WFDB records of `--records DIR`), repeated to `--rows`, then times: `load_dataset` preparing the Arrow cache from
+Parquet (once per dataset), a shuffled epoch with 0, 2 and N DataLoader workers, a streaming pass straight over the
+Parquet shards, and the plain `datasets` path (`with_format("torch")` + DataLoader) for comparison. Each loader figure is the best of `--repeats` epochs, with the
 Arrow cache in the page cache (as in training after the first epoch). One JSON line per figure; rows are appended to
 the "Data loader" section of benchmarks/RESULTS.md (benchmarks/common.py).
 """
@@ -34,11 +35,13 @@ from builders.dataset_writing import ecg_features, write_dataset_card, write_spl
 from builders.wfdb_reading import read_wfdb  # noqa: E402
 from training.ecg_data import ecg_dataloader, load_ecg_dataset  # noqa: E402
 
-PTBXL = REPO.parent / "shared" / "data" / "ptbxl" / "records500" / "00000"
+PTBXL = REPO / "training" / "demo_data" / "ptbxl" / "records500" / "00000"  # ecg_id 1-300, shipped
 
 
-def build(folder: Path, n_rows: int) -> None:
-    records = [read_wfdb(p.with_suffix("")) for p in sorted(PTBXL.glob("*_hr.hea"))]
+def build(folder: Path, n_rows: int, records_dir: Path = PTBXL) -> None:
+    records = [read_wfdb(p.with_suffix("")) for p in sorted(records_dir.glob("*.hea"))]
+    if not records:
+        raise SystemExit(f"no WFDB records (*.hea) in {records_dir}")
     rng = np.random.default_rng(0)
     names = [f"class_{i}" for i in range(295)]  # the paper's 295 standard terms
 
@@ -77,12 +80,20 @@ def ecg_per_s(make_loader, repeats: int, device: torch.device) -> float:
     return best
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository where it lies inside it (the description names no local folders)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", help="where batches end up: auto (cuda if present), cpu, cuda")
+    parser.add_argument("--records", type=Path, default=PTBXL,
+                        help="folder of WFDB records to repeat (default: training/demo_data/ptbxl/records500/00000)")
     parser.add_argument("--no-record", action="store_true", help="print the JSON lines only, leave RESULTS.md")
     args = parser.parse_args()
     datasets.disable_progress_bars()
@@ -91,7 +102,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, cache = Path(tmp) / "ds", Path(tmp) / "cache"
-        build(folder, args.rows)
+        build(folder, args.rows, args.records)
         parquet_mb = sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 1e6
         start = time.perf_counter()
         ds = load_ecg_dataset(folder, cache_dir=str(cache))
@@ -140,7 +151,7 @@ def main() -> None:
 
     description = (
         f"`benchmarks/bench_loader.py`: ECG/s from a local dataset in the project's schema to `--device` tensors "
-        f"(int16 ECGs, float32 multi-hot labels). Real PTB-XL ECGs (../shared/data) repeated to `rows`, 295 classes, "
+        f"(int16 ECGs, float32 multi-hot labels). Real ECGs ({_shown(args.records)}) repeated to `rows`, 295 classes, "
         f"Parquet as `write_split` writes it ({parquet_mb / args.rows * 1e3:.0f} kB/ECG on disk). Loader rows: best of {args.repeats} epochs "
         "with the Arrow cache in the page cache (training after the first epoch); workers are threads. Streaming "
         "decodes the nested Parquet lists on every pass."

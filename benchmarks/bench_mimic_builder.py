@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_mimic_builder.py [--records 2000] [--num-proc 2]
 
-Writes `--records` ECGs in MIMIC-IV-ECG's layout (real PTB-XL waveforms from ../shared/data or tests/data, cycled,
+Writes `--records` ECGs in MIMIC-IV-ECG's layout (the 300 real PTB-XL waveforms of training/demo_data/ptbxl, cycled,
 rewritten as MIMIC stores them; reports drawn from the real statements of mimic_statements.jsonl, weighted by how
 many MIMIC records carry each), then measures, on this machine:
 
@@ -38,17 +38,14 @@ from builders.mimic_iv_ecg import BuildConfig, _shard_task, build, index_records
 from builders.wfdb_reading import read_wfdb  # noqa: E402
 from modeling_supreme.processing_supreme import CANONICAL_LEADS  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+PTBXL = REPO / "training" / "demo_data" / "ptbxl" / "records500" / "00000"  # ecg_id 1-300, shipped
 MIMIC_DISTINCT_STATEMENTS, MIMIC_RECORDS = 3100, 800_035  # SOURCES.md
 
 
 def make_records(root: Path, n: int, seed: int = 0) -> None:
     """`n` MIMIC-layout records: PTB-XL waveforms (cycled) at MIMIC's gain and lead order, sampled real statements."""
-    ptbxl = SHARED / "ptbxl" / "records500" / "00000"
-    if not ptbxl.is_dir():
-        ptbxl = REPO / "tests" / "data" / "ptbxl" / "records500" / "00000"
     sources = []
-    for header in sorted(ptbxl.glob("*_hr.hea")):
+    for header in sorted(PTBXL.glob("*_hr.hea")):
         mv = wfdb.rdrecord(str(header.with_suffix(""))).p_signal
         mv = mv[:, [CANONICAL_LEADS.index(lead) for lead in MIMIC_LEADS]]
         sources.append(np.clip(np.round(mv * 200), -32767, 32767).astype("<i2"))

@@ -1,15 +1,17 @@
 """CPU deployment: PyTorch fp32, ONNX fp32 and ONNX int8 (`supreme export`) against the plain model, in one process.
 
-    .venv/bin/python benchmarks/bench_onnx.py                      # latency: paper shapes, batch 1 and 16, 2 threads
-    .venv/bin/python benchmarks/bench_onnx.py --model DIR --data DIR:CONFIG --splits validation test   # + accuracy
+    .venv/bin/python benchmarks/bench_onnx.py --plain FILE         # latency: paper shapes, batch 1 and 16, 2 threads
+    .venv/bin/python benchmarks/bench_onnx.py --plain FILE --model DIR --data DIR:CONFIG --splits validation test
+    .venv/bin/python benchmarks/bench_onnx.py --skip-latency --model DIR --data DIR:CONFIG   # accuracy only
 
 Latency: the paper's shapes with random weights (speed does not depend on their values), 295 queries, and the plain
-model of ../shared/reference/plain_supreme.py (`Ref(cfg)`: the same shapes written the obvious way, queries projected
-on every call) beside them. Every variant is called in turn, round after round; `ratio_to_plain` is the median over
-rounds of (variant time / plain model time in the same round), so a load change on a shared machine moves both.
-ONNX variants run through `SupremeOnnxModel`, the class users load (tensor conversion included); int8 ranges are
-calibrated on real PTB-XL ECGs (`--calibration`). `--runtimes onnxruntime,openvino` also times OpenVINO on the same
-graphs.
+model `Ref(cfg)` of `--plain FILE` (a Python file defining `Ref` and `cfg`: the same shapes written the obvious way,
+queries projected on every call; it is not part of this repository, and the latency rows refuse to run without it)
+beside them. Every variant is called in turn, round after round; `ratio_to_plain` is the median over rounds of
+(variant time / plain model time in the same round), so a load change on a shared machine moves both. ONNX variants
+run through `SupremeOnnxModel`, the class users load (tensor conversion included); int8 ranges are calibrated on real
+PTB-XL ECGs (`--calibration`, default: the 300 records of training/demo_data/ptbxl). `--runtimes onnxruntime,openvino`
+also times OpenVINO on the same graphs.
 
 Accuracy (`--model`: a trained checkpoint; `--data`: held-out ECGs in the builders' schema, e.g. PTB-XL folds 9-10):
 the checkpoint is exported as `supreme export --int8` does (calibrated on `--calibration` ECGs, never the held-out
@@ -49,7 +51,7 @@ from training.onnx_export import export_graphs, processed_ecgs  # noqa: E402
 
 LATENCY = "ONNX deployment: latency (bench_onnx.py)"
 ACCURACY = "ONNX deployment: accuracy on held-out ECGs (bench_onnx.py)"
-SHARED = REPO.parent / "shared"
+DEMO_PTBXL = REPO / "training" / "demo_data" / "ptbxl" / "records500"  # ecg_id 1-300, shipped
 GRAPHS = {"fp32": ONNX_FILE, "int8": QUANTIZED_FILE}
 FREQUENT = 10  # positives a class needs for its AUROC delta to be more than a few swapped pairs
 
@@ -60,10 +62,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds per variant")
     parser.add_argument("--runtimes", default="onnxruntime", help="onnxruntime and/or openvino, comma-separated")
-    parser.add_argument("--plain", type=Path, default=SHARED / "reference" / "plain_supreme.py",
-                        help="the plain reference model's file (defines Ref)")
-    parser.add_argument("--calibration", nargs="+", default=[str(SHARED / "data" / "ptbxl" / "records500")],
-                        help="real ECG records or folders for the int8 ranges (default: the shared PTB-XL records)")
+    parser.add_argument("--plain", type=Path, help="the plain reference model's file (defines Ref and cfg); required "
+                        "for the latency rows")
+    parser.add_argument("--calibration", nargs="+", default=[str(DEMO_PTBXL)],
+                        help="real ECG records or folders for the int8 ranges (default: training/demo_data/ptbxl)")
     parser.add_argument("--calibration-size", type=int, default=64)
     parser.add_argument("--model", help="a trained checkpoint: also measure accuracy (needs --data)")
     parser.add_argument("--data", help="held-out ECGs: a builders/ dataset folder, DIR or DIR:CONFIG")
@@ -76,6 +78,14 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if bool(args.model) != bool(args.data):
         parser.error("--model and --data go together")
+    if not args.skip_latency and args.plain is None:
+        parser.error("the latency rows time the plain reference model: pass --plain FILE (a Python file defining Ref "
+                     "and cfg, e.g. plain_supreme.py; it is not in this repository), or --skip-latency with --model "
+                     "and --data for the accuracy rows only")
+    if not args.skip_latency and not args.plain.is_file():
+        parser.error(f"--plain {args.plain}: no such file")
+    if args.skip_latency and not args.model:
+        parser.error("--skip-latency leaves only the accuracy rows, which need --model and --data")
     setup_device(args)  # CPU threads
     runtimes = args.runtimes.split(",")
     rows = []
@@ -137,7 +147,7 @@ def latency_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
         "Paper shapes (random weights; `model` says small otherwise), 295 queries, fp32 inputs, CPU threads as "
         "listed. Variants timed in turn, round after round, in one process; `ratio_to_plain_median` = median over "
         "rounds of variant time / plain-model time in the same round, `ratio_to_plain_best` = best / best. The plain "
-        "model is ../shared/reference/plain_supreme.py `Ref(cfg)` (queries projected on every call). ONNX runs through "
+        f"model is `Ref(cfg)` of {args.plain.name} (`--plain`; queries projected on every call). ONNX runs through "
         "`SupremeOnnxModel` (cached query states); int8 = static QDQ of the linear layers calibrated on "
         f"{export['graphs']['int8']['calibration_ecgs']} real PTB-XL ECGs. `rel_err_vs_pytorch` = ||logits - PyTorch "
         f"logits|| / ||PyTorch logits|| on the timed batch (random weights: a proxy). Command: `{run_command()}`."

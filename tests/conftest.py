@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "data"
-SHARED_DATA = REPO.parent / "shared" / "data"
+# PTB-XL ecg_id 1-300 at 500 Hz (`make demo`'s data): the same samples as PhysioNet's, FLAC-compressed (format 516)
+DEMO_PTBXL = REPO / "training" / "demo_data" / "ptbxl"
 
 
 def tiny_config(**overrides):
@@ -64,13 +65,6 @@ def tokenizer(minilm_path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(minilm_path)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real ECG data expected at {SHARED_DATA} (CI copies shared/ beside the checkout)")
-    return SHARED_DATA
 
 
 def run_offline(args: list[str], cwd: Path, timeout: int = 300, **env) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
-"""The zero-shot evaluator end to end: real PTB-XL / CPSC-2018 records built by the builders, a tiny random SuPreME
-saved with `save_pretrained`, the CLI in a fresh offline process loading it through `AutoModel`."""
+"""The zero-shot evaluator end to end: real PTB-XL / CPSC-2018 records built by the builders (PTB-XL ecg_id 1-300 of
+training/demo_data, the CPSC-2018 originals of tests/data), a tiny random SuPreME saved with `save_pretrained`, the
+CLI in a fresh offline process loading it through `AutoModel`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import DEMO_PTBXL, FIXTURES, REPO, tiny_config
 from sklearn.metrics import roc_auc_score
 
 from builders import cpsc2018, ptbxl
@@ -20,15 +20,12 @@ from builders.split_tables import load_split_tables
 from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
 from training.evaluate_zeroshot import evaluate_zeroshot, load_benchmark_sets, load_prompts, queries_for
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("zeroshot_data")
-    ptbxl.build(SHARED / "ptbxl", root / "ptbxl", configs=("super_class",))
-    cpsc2018.build(SHARED / "cpsc2018", root / "cpsc2018", first_samples=2500)
+    ptbxl.build(DEMO_PTBXL, root / "ptbxl", configs=("super_class",))
+    cpsc2018.build(FIXTURES / "cpsc2018", root / "cpsc2018", first_samples=2500)
     return root
 
 
@@ -88,7 +85,7 @@ def test_cli_auroc_equals_the_model_on_the_raw_records(cli_run, checkpoint):
     processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
     table = load_split_tables("ptbxl_super_class")["test"]
     rows = [(k, labels) for k, labels in zip(table.keys, table.labels, strict=True) if int(k) <= 300]
-    paths = [str(SHARED / "ptbxl" / "records500" / "00000" / f"{int(k):05d}_hr") for k, _ in rows]
+    paths = [str(DEMO_PTBXL / "records500" / "00000" / f"{int(k):05d}_hr") for k, _ in rows]
     queries = results["sets"]["ptbxl"]["queries"]
     inputs = processor(text=list(queries.values()), ecg=paths, return_tensors="pt")
     with torch.no_grad():

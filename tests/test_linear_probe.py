@@ -1,22 +1,20 @@
-"""Linear probing: the probe itself on separable features, and the CLI on real PTB-XL records with a tiny SuPreME."""
+"""Linear probing: the probe itself on separable features, and the CLI on real PTB-XL records (ecg_id 1-300 of
+training/demo_data) with a tiny SuPreME."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import evaluate
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import DEMO_PTBXL, tiny_config
 
 from builders import ptbxl
 from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
 from training import linear_probe
 from training.evaluate_zeroshot import METRIC_DIR
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +54,7 @@ def test_train_subset_is_seeded_sized_and_checked():
 
 def test_cli_probes_the_frozen_encoder_of_a_saved_checkpoint(tmp_path_factory, tokenizer):
     data = tmp_path_factory.mktemp("probe_data") / "ptbxl"
-    ptbxl.build(SHARED / "ptbxl", data, configs=("super_class",))
+    ptbxl.build(DEMO_PTBXL, data, configs=("super_class",))
     torch.manual_seed(0)
     model = SupremeModel(tiny_config())
     checkpoint = tmp_path_factory.mktemp("probe_model") / "tiny-supreme"

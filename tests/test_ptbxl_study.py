@@ -27,7 +27,8 @@ def test_task_labels_come_from_merls_tables():
 
 def test_other_hospitals_records_and_their_codes():
     records, names = other_hospital_records([FIXTURES / "cinc2021", FIXTURES / "cpsc2018"])
-    assert [path.name for path, _ in records] == ["E07500", "E07501", "JS20000", "JS20001", "A1980.mat", "A1984.mat"]
+    assert [path.name for path, _ in records] == ["E07500", "E07501", "JS20000", "JS20001", "A1980.mat", "A1983.mat",
+                                                  "A1984.mat"]
     cpsc = dict((path.name, codes) for path, codes in records)
     assert all(codes for codes in cpsc.values())  # every record has its conditions
     assert names["426783006"] == "sinus rhythm"

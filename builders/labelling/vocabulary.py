@@ -9,7 +9,10 @@
 - the curated lists below: an SCP → SNOMED crosswalk for statements that name the same finding, common
   abbreviations, and the phrasings MIMIC-IV-ECG's machine statements use.
 
-Regenerate with `python -m builders.labelling.vocabulary --data ../shared/data` (a test checks the file is current).
+Regenerate from the repository root with `python -m builders.labelling.vocabulary --data tests/data`: tests/data
+ships the three source tables unchanged, in these paths (a test checks the file is current). Any folder holding
+the same three paths works, e.g. the tables as PTB-XL 1.0.3, the CinC 2021 challenge repository and PhysioNet's
+ecg-arrhythmia 1.0.0 publish them.
 """
 
 from __future__ import annotations
@@ -260,7 +263,8 @@ def write_vocabulary(rows: list[dict[str, str]], path: str | Path = VOCABULARY_F
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Regenerate builders/labelling/cardiac_vocabulary.csv.")
-    parser.add_argument("--data", required=True, help="folder holding ptbxl/, cinc2021/ and chapman/")
+    parser.add_argument("--data", required=True, help="folder holding ptbxl/scp_statements.csv, cinc2021/dx_mapping_{scored,unscored}.csv and "
+                        "chapman/ConditionNames_SNOMED-CT.csv (tests/data ships them)")
     parser.add_argument("--output", default=str(VOCABULARY_FILE))
     args = parser.parse_args(argv)
     rows = build_vocabulary(args.data)

@@ -1,6 +1,9 @@
 """Write a PTB-XL folder's 500 Hz records losslessly FLAC-compressed (WFDB format 516): how `ptbxl/` here was made.
 
-    python training/demo_data/compress_ptbxl.py --input ../shared/data/ptbxl --output training/demo_data/ptbxl
+    python training/demo_data/compress_ptbxl.py --input PTBXL_FOLDER --output training/demo_data/ptbxl
+
+Every record `PTBXL_FOLDER/ptbxl_database.csv` lists is written: for `ptbxl/` here, a PTB-XL 1.0.3 folder whose table
+keeps the rows of ecg_id 1-300.
 
 The layout stays PTB-XL's (`ptbxl_database.csv`, `scp_statements.csv`, `records500/NNNNN/NNNNN_hr.hea`), so every
 reader of PTB-XL reads it unchanged; `wfdb.rdrecord` decodes format 516 (with `soundfile`, a wfdb dependency) to the
