@@ -161,8 +161,8 @@ def wordings() -> dict[str, dict[str, dict[str, str]]]:
     }
 
 
-def zero_shot(model_dir: Path, out: Path, plan: dict, split: str) -> dict:
-    """{wording: evaluate_zeroshot's result} of one model on the four tasks of `split`."""
+def zero_shot(model_dir: Path, out: Path, plan: dict, split: str, only: tuple[str, ...] | None = None) -> dict:
+    """{wording: evaluate_zeroshot's result} of one model on the four tasks of `split` (every wording, or `only`)."""
     from transformers import AutoModel, AutoProcessor
 
     from training.ecg_data import load_ecg_dataset
@@ -173,6 +173,8 @@ def zero_shot(model_dir: Path, out: Path, plan: dict, split: str) -> dict:
     sets = {task: load_ecg_dataset(str(out / f"eval_{split}"), task, eval_split(plan, split)) for task in TASKS}
     results = {}
     for wording, prompts in wordings().items():
+        if only is not None and wording not in only:
+            continue
         result = evaluate_zeroshot(model, processor, sets, prompts=prompts, batch_size=256)
         results[wording] = {"mean_auroc": result["mean_auroc"],
                             "tasks": {task: {k: v for k, v in s.items() if k != "queries"}
@@ -440,7 +442,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--other", type=Path, nargs="*", default=[],
                         help="folders of other hospitals' ECGs to score (CinC-2021, CSN, CPSC-2018)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
-    parser.add_argument("--runs", nargs="+", help="pre-train only these runs (main, unseen, fraction_0.1, ...)")
+    parser.add_argument("--runs", nargs="+", help="pre-train and score only these runs (main, unseen, fraction_0.1, "
+                        "...)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                         else os.cpu_count() or 1, help="CPU threads for training (default: all usable)")
     args = parser.parse_args(argv)
@@ -453,11 +456,15 @@ def main(argv: list[str] | None = None) -> dict:
     results_file = out / "results.json"
     results = {}
 
-    def save(key: str, value) -> None:
-        """One figure into results.json, re-read first: stages may run in parallel processes."""
+    def save(key: str, value, name: str | None = None) -> None:
+        """One figure into results.json (under `key`, or `key` → `name`), re-read first: stages may run in
+        parallel processes."""
         results.update(json.loads(results_file.read_text()) if results_file.is_file() else {})
-        results[key] = value
-        tmp = results_file.with_suffix(".tmp")
+        if name is None:
+            results[key] = value
+        else:
+            results.setdefault(key, {})[name] = value
+        tmp = results_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(results_file)
 
@@ -478,10 +485,12 @@ def main(argv: list[str] | None = None) -> dict:
                 if not already:
                     save(f"pretrain_seconds_{name}", time.perf_counter() - started)
     finished = {name: path for name, path in models.items() if (path.parent / "finished").is_file()}
-    if "score" in args.stages:
+    if "score" in args.stages:  # every wording for `main`; the other runs answer the concise prompts
         for split in ("validation", "test"):
-            if plan[split]:
-                save(f"zero_shot_{split}", {name: zero_shot(path, out, plan, split) for name, path in finished.items()})
+            for name, path in finished.items():
+                if plan[split] and (args.runs is None or name in args.runs):
+                    wordings_asked = None if name == "main" else ("concise",)
+                    save(f"zero_shot_{split}", zero_shot(path, out, plan, split, wordings_asked), name)
     needs_arrays = {"baselines", "probe", "unseen"} & set(args.stages)
     if needs_arrays:
         train, validation = read_arrays(ptbxl, out, plan["train"]), read_arrays(ptbxl, out, plan["validation"])
