@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-import shutil
 from pathlib import Path
 
 from modeling_supreme.modeling_supreme import SupremeModel
 from modeling_supreme.pipeline_supreme import TASK, ZeroShotECGClassificationPipeline
 from modeling_supreme.processing_supreme import SupremeProcessor
-
-MODEL_CARD = Path(__file__).resolve().parents[1] / "model_card.md"
-logger = logging.getLogger(__name__)
+from training.model_card import model_card
 
 
 def save_checkpoint(
-    model: SupremeModel, processor: SupremeProcessor, directory: str | Path, model_card: str | Path | None = MODEL_CARD
+    model: SupremeModel, processor: SupremeProcessor, directory: str | Path, card: str | None = None,
+    training: dict | None = None,
 ) -> Path:
     """Save `model` and `processor` into `directory` so that all of these work with `trust_remote_code=True`:
     `AutoModel.from_pretrained`, `AutoProcessor.from_pretrained` and
-    `pipeline("zero-shot-ecg-classification", model=directory)`. The model card becomes the folder's README.md.
+    `pipeline("zero-shot-ecg-classification", model=directory)`. The folder's README.md is `card`, else a card
+    generated from the model's config and `training` (`training/model_card.py`; the keys it documents).
     """
     directory = Path(directory)
     # Saving through the pipeline records it under `custom_pipelines` in config.json and copies its code beside the model.
@@ -27,8 +25,8 @@ def save_checkpoint(
         directory
     )
     processor.save_pretrained(directory)
-    if model_card is not None and Path(model_card).is_file():
-        shutil.copyfile(model_card, directory / "README.md")
-    elif model_card is not None:
-        logger.warning("model card %s not found; %s has no README.md", model_card, directory)
+    if card is None:
+        name = f"SuPreME (ViT width {model.config.hidden_size}, {model.config.num_hidden_layers} layers)"
+        card = model_card(model, processor.feature_extractor, name, training or {})
+    (directory / "README.md").write_text(card, encoding="utf-8")
     return directory

@@ -3,6 +3,8 @@ was trained on and the results it was scored on. Nothing in it is a figure the c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from builders.benchmark_sets import SUPREME_CITATION
@@ -11,21 +13,34 @@ PAPER = ("*SuPreME: A Supervised Pre-training Framework for Multimodal ECG Repre
          "Huang, Liu, Arcucci; Findings of EMNLP 2025)")
 
 
-def model_card(config, feature_extractor, name: str, training: dict, results: list[dict] | None = None,
+def trainable_weights(model) -> int:
+    """Weights outside the frozen text tower: what training changed."""
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("text_model."))
+
+
+def model_card(model, feature_extractor, name: str, training: dict, results: list[dict] | None = None,
                notes: str = "") -> str:
     """Markdown with Hub front matter.
 
     Args:
-        config: the checkpoint's `SupremeConfig`.
+        model: the checkpoint's `SupremeModel` (its config and weight count are read).
         feature_extractor: its `SupremeFeatureExtractor` (sampling rate, length, normalisation).
         name: the model's name (card title, `model-index`).
-        training: `{"dataset", "dataset_id", "records", "licence", "labels", "recipe", "hardware", "time"}`.
+        training: `{"dataset", "records", "licence", "labels", "recipe", "hardware", "time"}` (each optional; the
+            card says "not recorded" for a missing one), `dataset_id` (a Hub dataset) and `licence_id` (the card's
+            licence, default MIT) optional.
         results: rows `{"task", "dataset", "split", "value", "name", "table"}`; `value` a macro AUROC in [0, 1],
             `table` (optional) a Markdown table shown under Results.
         notes: Markdown appended before the citation (limitations specific to this checkpoint).
     """
-    results = results or []
+    config, results = model.config, results or []
+    training = {key: training.get(key) or "not recorded" for key in
+                ("dataset", "records", "licence", "labels", "recipe", "hardware", "time")} | {
+        key: training[key] for key in ("dataset_id", "licence_id", "path") if training.get(key)}
+    records = f"{training['records']:,}" if isinstance(training["records"], int) else training["records"]
     text_encoder = config.text_encoder_name_or_path or getattr(config.text_config, "_name_or_path", "") or "a BERT"
+    if Path(text_encoder).is_dir():  # a local folder: its name, not this machine's path
+        text_encoder = "/".join(Path(text_encoder).parts[-2:])
     front = {
         "license": training.get("licence_id", "mit"),
         "library_name": "transformers",
@@ -49,7 +64,7 @@ def model_card(config, feature_extractor, name: str, training: dict, results: li
         "---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(), "---", "", f"# {name}", "",
         f"SuPreME scores a 12-lead ECG against free-text cardiac queries (\"atrial fibrillation\", \"left bundle branch "
         f"block\"): one probability per query, no fine-tuning. The architecture is that of {PAPER}; this checkpoint was "
-        f"trained on {training['records']:,} ECGs of {training['dataset']} ({training['labels']}).", "",
+        f"trained on {records} ECGs of {training['dataset']} ({training['labels']}).", "",
         "## Use", "",
         "```python",
         "from transformers import pipeline",
@@ -73,29 +88,22 @@ def model_card(config, feature_extractor, name: str, training: dict, results: li
               if config.text_encoder_package else "") + ")" if config.text_encoder_name_or_path else "") + " |",
         f"| Cardiac Fusion Network | {config.fusion_num_layers} decoder layer(s), width {config.projection_dim}, "
         f"{config.fusion_num_attention_heads} heads; {fusion} |",
-        f"| trainable weights | {_count_trainable(config):,} |", "",
+        f"| trained weights | {trainable_weights(model):,} (the frozen text tower aside) |", "",
         "## Training", "",
-        f"- data: {training['dataset']}, {training['records']:,} ECGs ({training['licence']})",
+        f"- data: {training['dataset']}, {records} ECGs (licence: {training['licence']})",
         f"- labels: {training['labels']}",
         f"- recipe: {training['recipe']}",
         f"- hardware and time: {training['hardware']}, {training['time']}", "",
     ]
-    if results:
-        lines += ["## Results", ""]
-        for row in results:
-            if row.get("table"):
-                lines += [row["table"], ""]
+    lines += ["## Results", ""]
+    if not results:
+        lines += ["This checkpoint has not been scored: run `training/evaluate_zeroshot.py` on it. (The paper's own "
+                  "figures, for its ViT-tiny + MedCPT pre-trained on MIMIC-IV-ECG, are in the project's model_card.md; "
+                  "they are not this checkpoint's.)", ""]
+    for row in results:
+        if row.get("table"):
+            lines += [row["table"], ""]
     lines += [notes, "", "Not a medical device: research use only.", "", "## Citation", "", "```bibtex", SUPREME_CITATION,
               "```", ""]
     return "\n".join(lines)
 
-
-def _count_trainable(config) -> int:
-    """Weights outside the frozen text tower, counted on a model built from `config` (no weights loaded)."""
-    import torch
-
-    from modeling_supreme.modeling_supreme import SupremeModel
-
-    with torch.device("meta"):
-        model = SupremeModel(config)
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("text_model."))

@@ -42,9 +42,9 @@ from modeling_supreme.onnx_supreme import (
 )
 from modeling_supreme.pipeline_supreme import TASK
 from modeling_supreme.processing_supreme import SupremeProcessor
+from training.model_card import model_card
 
 REMOTE_CODE = Path(__file__).resolve().parents[1] / "modeling_supreme"
-MODEL_CARD = Path(__file__).resolve().parents[1] / "model_card.md"
 OPSET = 23  # the first opset with a fused Attention op (onnxruntime >= 1.23 runs it on the CPU)
 FP32_TOLERANCE = 1e-4
 # Linear layers left in fp32 by --int8, where per-tensor uint8 activations cost the most accuracy (a small SuPreME
@@ -243,8 +243,17 @@ def write_loading_files(model: SupremeModel, processor: SupremeProcessor, output
     processor.save_pretrained(output_dir)
     for name in ("modeling_supreme.py", "onnx_supreme.py", "pipeline_supreme.py", "processing_supreme.py"):
         shutil.copyfile(REMOTE_CODE / name, output_dir / name)
-    if MODEL_CARD.is_file():
-        shutil.copyfile(MODEL_CARD, output_dir / "README.md")
+    name = f"SuPreME ONNX export (ViT width {model.config.hidden_size}, {model.config.num_hidden_layers} layers)"
+    notes = ("## This folder\n\nThe model above exported to ONNX by `supreme export` (ECG tower and Cardiac Fusion "
+             "Network in one graph; `model_quantized.onnx` is its int8 version where present), with the query states "
+             "of the exported queries (`onnx_export.json`): it scores only those queries. Its training data and "
+             "figures are those of the checkpoint it was exported from.")
+    source_card = Path(model.name_or_path or "") / "README.md"  # the card of the checkpoint it was loaded from
+    if model.name_or_path and source_card.is_file():
+        card = source_card.read_text(encoding="utf-8").rstrip() + "\n\n" + notes + "\n"
+    else:
+        card = model_card(model, processor.feature_extractor, name, {}, notes=notes)
+    (output_dir / "README.md").write_text(card, encoding="utf-8")
 
 
 def processed_ecgs(processor: SupremeProcessor, sources: Sequence[str | Path], limit: int) -> torch.Tensor:

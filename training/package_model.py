@@ -94,7 +94,7 @@ def main(argv=None) -> None:
              "from other devices, are less reliable: see the project's `benchmarks/RESULTS.md` for the figures on "
              "other hospitals and on conditions left out of training.\n- The text encoder is a general-purpose "
              "sentence model (all-MiniLM-L6-v2), not the paper's MedCPT.")
-    (args.output / "README.md").write_text(model_card(model.config, processor.feature_extractor, NAME, training, rows,
+    (args.output / "README.md").write_text(model_card(model, processor.feature_extractor, NAME, training, rows,
                                                       notes))
     print(f"wrote {args.output}")
 

@@ -256,13 +256,25 @@ def check_checkpoint_weights(models, input_dir) -> None:
                              "resume with the run's model_config")
 
 
-def save_best_model(model: SupremeModel, processor: SupremeProcessor, output_dir: Path) -> None:
-    """The deliverable: a folder that AutoModel / AutoProcessor / pipeline load (training/checkpoint.py)."""
+def dataset_licence(data: str) -> str | None:
+    """The licence a local dataset folder's card declares (its YAML front matter), if any."""
+    card = Path(data) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return None
+    return (yaml.safe_load(text.split("---", 2)[1]) or {}).get("license")
+
+
+def save_best_model(model: SupremeModel, processor: SupremeProcessor, output_dir: Path, training: dict) -> None:
+    """The deliverable: a folder that AutoModel / AutoProcessor / pipeline load, with a card written from its config
+    and `training` (training/checkpoint.py)."""
     from training.checkpoint import save_checkpoint
 
     tmp, final = output_dir / ".tmp_best_model", output_dir / "best_model"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(model, processor, tmp)
+    save_checkpoint(model, processor, tmp, training=training)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
 
@@ -508,7 +520,17 @@ def main(argv: list[str] | None = None) -> dict:
         if improved:
             state.best, state.bad_epochs = score, 0
             if accelerator.is_main_process:
-                save_best_model(unwrapped, processor, output_dir)
+                save_best_model(unwrapped, processor, output_dir, {
+                    "dataset": f"`{config['data']}` ({config['train_split']} split)",
+                    "licence": dataset_licence(config["data"]),
+                    "records": None if config["streaming"] else len(train_data),
+                    "labels": f"the dataset's `labels`, {len(queries)} classes, each a training query",
+                    "recipe": f"`training/pretrain.py`; the run's config.yaml: {config['max_epochs']} epochs max, "
+                              f"batch {config['global_batch_size']}, learning rate {config['learning_rate']}, "
+                              f"normalization {config['normalization']}, seed {config['seed']}",
+                    "hardware": f"{accelerator.num_processes} process(es) on {accelerator.device.type}",
+                    "time": f"best after epoch {state.epoch + 1}, step {state.global_step}",
+                })
         else:
             state.bad_epochs += 1
         summary.update(ecg_per_s=(state.epoch_ecgs - ecgs_before) * accelerator.num_processes / seconds,
