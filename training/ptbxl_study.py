@@ -50,7 +50,7 @@ TASKS = ("super_class", "sub_class", "form", "rhythm")
 # Five conditions the paper's promise is about: rare, named, and each a class (or part of one) of the benchmark.
 UNSEEN_CODES = ("CLBBB", "WPW", "AFLT", "1AVB", "LPFB")
 FRACTIONS = (0.01, 0.1, 1.0)
-MIN_STEPS = 500  # a run on a small fraction gets at least this many optimiser steps (more epochs, same recipe)
+MIN_STEPS = 300  # a run on a small fraction gets at least this many optimiser steps (more epochs, same recipe)
 SAMPLING_RATE = 100
 STAGES = ("corpus", "eval", "pretrain", "score", "baselines", "probe", "unseen", "other")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
