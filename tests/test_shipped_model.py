@@ -14,9 +14,10 @@ DEMO_DATA = REPO / "training" / "demo_data" / "ptbxl"  # 500 Hz records; folds 9
 # SCP code -> query; each has at least 10 positives among the demo's 100 records of folds 9-10
 QUERIES = {"NORM": "normal ECG", "SR": "sinus rhythm", "ASMI": "anteroseptal myocardial infarction",
            "ABQRS": "abnormal QRS"}
-# The floor: the shipped model's mean over these four classes is 0.91 on these records, its validation figures on
-# fold 8 are 0.86-0.95 for them, and 0.78 is what the demo's small model (199 training ECGs) reaches here on average;
-# a model that lost its weights or its text tower (random queries) scores ~0.5.
+# The floor: the shipped model scores these four classes on these 100 ECGs at 0.931 / 0.843 / 0.960 / 0.687 (mean
+# 0.855); the demo's small model, trained on 199 ECGs, reaches 0.755 here (ten seeds, best 0.798) and the supervised
+# summary-feature baseline 0.759. Above 0.80 means better than anything trained on the demo's data; a model that lost
+# its weights or its text tower (random queries) scores about 0.5.
 FLOOR = 0.80
 
 SCORE = r"""
@@ -56,4 +57,4 @@ def test_shipped_model_loads_offline_and_classifies_unseen_real_ecgs(tmp_path):
     assert scores["rate"] == 500 and scores["text"] == "BertModel"
     auroc = dict(zip(QUERIES, scores["auroc"], strict=True))
     assert sum(auroc.values()) / len(auroc) > FLOOR, auroc
-    assert min(auroc.values()) > 0.65, auroc
+    assert min(auroc.values()) > 0.6, auroc

@@ -14,8 +14,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from training.model_card import model_card
 from training.ptbxl_study import TASKS
 
@@ -67,12 +65,8 @@ def main(argv=None) -> None:
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
     model.config.text_encoder_name_or_path = TEXT_ENCODER
     model.config.text_encoder_package = TEXT_ENCODER_PACKAGE
-    if args.output.exists():
-        shutil.rmtree(args.output)
-    save_checkpoint(model, processor, args.output, model_card=None)
     corpus = json.loads((args.study / "corpus" / "stats.json").read_text())
-    records = int(np.sum(list(corpus["records"]["written"].values()))) if isinstance(
-        corpus["records"].get("written"), dict) else int(corpus["records"].get("written", 0))
+    records = int(corpus["records"]["splits"]["train"])
     zero_shot = results["zero_shot_validation"]["main"]["concise"]
     folds = results["folds"]
     minutes = results.get("pretrain_seconds_main", 0) / 60
@@ -94,8 +88,10 @@ def main(argv=None) -> None:
              "from other devices, are less reliable: see the project's `benchmarks/RESULTS.md` for the figures on "
              "other hospitals and on conditions left out of training.\n- The text encoder is a general-purpose "
              "sentence model (all-MiniLM-L6-v2), not the paper's MedCPT.")
-    (args.output / "README.md").write_text(model_card(model, processor.feature_extractor, NAME, training, rows,
-                                                      notes))
+    card = model_card(model, processor.feature_extractor, NAME, training, rows, notes)
+    if args.output.exists():
+        shutil.rmtree(args.output)
+    save_checkpoint(model, processor, args.output, card=card)
     print(f"wrote {args.output}")
 
 
