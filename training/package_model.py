@@ -43,7 +43,7 @@ def results_table(results: dict) -> str:
                      + f" | {cell(result['mean_auroc'])} |")
     probe = results.get("linear_probe_validation")
     if probe:
-        lines.append("| linear probe of this encoder (100 %) | – | "
+        lines.append("| linear probe of this encoder (folds 1-6) | – | "
                      + " | ".join(cell(probe[t]["1"]["macro_auroc"]) for t in TASKS)
                      + f" | {cell(probe['mean_auroc']['1'])} |")
     return "\n".join(lines)
