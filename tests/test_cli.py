@@ -136,3 +136,15 @@ def test_a_model_whose_queries_attend_to_each_other_says_so(tokenizer, capsys, t
     status, out, err = run_cli(capsys, "explain", RECORDS[0], "--model", folder, *queries, "--output", str(output))
     assert status == 0 and QUERY_LIST_NOTE in err and out.strip() == str(output)
     assert imread(output).shape[:2] == (800, 1200)
+
+
+def test_classify_without_a_model_uses_the_shipped_one(capsys):
+    from training.cli import DEFAULT_MODEL
+
+    record = str(FIXTURES / "ptbxl" / "records100" / "00000" / "00001_lr")  # a normal ECG, at 100 Hz
+    status, out, err = run_cli(capsys, "classify", record, "--query", "normal ECG", "--query", "atrial fibrillation",
+                               "--json")
+    assert status == 0, err
+    scores = json.loads(out)[0]["scores"]
+    assert DEFAULT_MODEL.name == "supreme-ptbxl"
+    assert scores["normal ECG"] > 0.5 > scores["atrial fibrillation"]

@@ -55,14 +55,14 @@ def main(argv=None) -> None:
     parser.add_argument("--output", required=True, type=Path, help="checkpoint folder to write")
     parser.add_argument("--hardware", default="2 CPU cores (Intel Xeon, AMX), no GPU")
     args = parser.parse_args(argv)
-    from transformers import AutoModel, AutoProcessor
-
+    from modeling_supreme import SupremeModel, SupremeProcessor
     from training.checkpoint import save_checkpoint
 
     source = args.study / "runs" / "main" / "best_model"
     results = json.loads((args.study / "results.json").read_text())
-    model = AutoModel.from_pretrained(source, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    # this checkout's classes, not the run's copy of the remote code: the folder ships the code it is saved with
+    model = SupremeModel.from_pretrained(source).eval()
+    processor = SupremeProcessor.from_pretrained(source, trust_remote_code=True)  # its tokenizer class
     model.config.text_encoder_name_or_path = TEXT_ENCODER
     model.config.text_encoder_package = TEXT_ENCODER_PACKAGE
     corpus = json.loads((args.study / "corpus" / "stats.json").read_text())

@@ -396,6 +396,8 @@ class SupremeModel(SupremePreTrainedModel):
         )
         self.fusion = CardiacFusionNetwork(config)
         self.post_init()
+        if config.text_encoder_name_or_path:  # saved without its text tower: not "missing", loaded by reference
+            self._keys_to_ignore_on_load_missing.add(r"^text_model\.")
 
     @classmethod
     def from_text_encoder(cls, text_encoder: str, config: SupremeConfig | None = None, **kwargs) -> SupremeModel:
@@ -421,7 +423,7 @@ class SupremeModel(SupremePreTrainedModel):
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         missing = [key for key in info["missing_keys"] if key.startswith("text_model.")]
-        if missing:
+        if missing or model.config.text_encoder_name_or_path:
             source = text_encoder or _text_encoder_source(model.config)
             if source is None:
                 raise ValueError(
