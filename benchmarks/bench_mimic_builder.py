@@ -11,7 +11,7 @@ many MIMIC records carry each), then measures, on this machine:
 - reading + writing Parquet shards (the builder's shard worker, one process), records/s per core;
 - the whole build (`rules` labeller) with `--num-proc` processes, records/s wall clock;
 - LLM prompts per record: distinct statements / records, on the 18-record test fixture, on this sample, and at
-  MIMIC-IV-ECG scale (about 3,100 distinct statements over 800,035 records, SOURCES.md; checked against the 546 real
+  MIMIC-IV-ECG scale (about 3,100 distinct statements over 800,035 records in MIMIC-IV-ECG v1.0; checked against the 546 real
   statements' record counts).
 """
 
@@ -39,7 +39,7 @@ from builders.wfdb_reading import read_wfdb  # noqa: E402
 from modeling_supreme.processing_supreme import CANONICAL_LEADS  # noqa: E402
 
 PTBXL = REPO / "training" / "demo_data" / "ptbxl" / "records500" / "00000"  # ecg_id 1-300, shipped
-MIMIC_DISTINCT_STATEMENTS, MIMIC_RECORDS = 3100, 800_035  # SOURCES.md
+MIMIC_DISTINCT_STATEMENTS, MIMIC_RECORDS = 3100, 800_035  # MIMIC-IV-ECG v1.0 machine_measurements.csv
 
 
 def make_records(root: Path, n: int, seed: int = 0) -> None:

@@ -1,6 +1,6 @@
 """Write ECG datasets as the Hub expects them: Parquet shards, a dataset card with YAML `configs`, and an upload.
 
-Every builder writes DESIGN.md's schema (`ecg_features`) through `write_split`, then one `write_dataset_card`, so that
+Every builder writes the dataset schema (docs/dataset_schema.md) (`ecg_features`) through `write_split`, then one `write_dataset_card`, so that
 `datasets.load_dataset(out_dir, config_name)` reads the folder and `push_to_hub` publishes it unchanged.
 
 The `ecg` column (12 x 5000 int16, 120 kB a record) is assembled straight from numpy buffers into Arrow: going through
@@ -50,7 +50,7 @@ def to_schema_ecg(digital: np.ndarray, fs: float, first_samples: int | None = No
 
 def ecg_features(class_names: Sequence[str], extra: Mapping[str, datasets.features.FeatureType] | None = None
                  ) -> datasets.Features:
-    """DESIGN.md's schema; `class_names` (the query list) become the `labels` ClassLabel names; `extra` appends columns."""
+    """The dataset schema (docs/dataset_schema.md); `class_names` (the query list) become the `labels` ClassLabel names; `extra` appends columns."""
     features = {
         "id": datasets.Value("string"),
         "subject_id": datasets.Value("string"),

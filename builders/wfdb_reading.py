@@ -7,7 +7,7 @@ with wfdb's own header grammar (`wfdb.io.header.rx_record` / `rx_signal`) and a 
 proves it on real PTB-XL records). Every other layout (CinC `.mat`, format 212, multi-segment, skew, ...) goes
 through `wfdb.rdrecord`.
 
-Stored samples follow DESIGN.md's schema: `digital / adc_gain` is millivolts. A non-zero baseline is therefore
+Stored samples follow the dataset schema (docs/dataset_schema.md): `digital / adc_gain` is millivolts. A non-zero baseline is therefore
 subtracted, and WFDB's missing-sample value (-32768 in format 16) is replaced by the mean of the six neighbouring
 samples (paper A.1.1), rounded back to an integer.
 """

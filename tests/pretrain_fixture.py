@@ -1,4 +1,4 @@
-"""Small datasets in DESIGN.md's schema built from the real PTB-XL records in tests/data (for the loader and trainer).
+"""Small datasets in the dataset schema (docs/dataset_schema.md) built from the real PTB-XL records in tests/data (for the loader and trainer).
 
 Labels are the records' SCP-ECG codes (`scp_codes` of ptbxl_database.csv); the class names are the codes that occur,
 sorted. Written with the builders' own `ecg_features` / `write_split` / `write_dataset_card`, so

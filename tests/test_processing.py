@@ -1,4 +1,4 @@
-"""The preprocessing of DESIGN.md on real records: PTB-XL WFDB, CinC-2021 .mat/.hea, a CPSC-2018 .mat struct."""
+"""The preprocessing (modeling_supreme/processing_supreme.py) on real records: PTB-XL WFDB, CinC-2021 .mat/.hea, a CPSC-2018 .mat struct."""
 
 from __future__ import annotations
 

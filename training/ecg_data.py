@@ -1,4 +1,4 @@
-"""Fast ECG batches from datasets in the project's schema (DESIGN.md, "The datasets").
+"""Fast ECG batches from datasets in the project's schema (docs/dataset_schema.md).
 
 The trainer, the zero-shot evaluator and the benchmarks share this loader:
 
@@ -113,7 +113,7 @@ def class_names(dataset: datasets.Dataset | datasets.IterableDataset | datasets.
     if not isinstance(inner, datasets.ClassLabel):
         raise ValueError(
             f"the dataset has no 'labels' column of List(ClassLabel(names=[...])) (found {label_feature}); "
-            "pre-training and zero-shot evaluation need labelled data: build it with builders/ (DESIGN.md schema)"
+            "pre-training and zero-shot evaluation need labelled data: build it with builders/ (docs/dataset_schema.md)"
         )
     return list(inner.names)
 
