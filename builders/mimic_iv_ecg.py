@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -67,7 +66,6 @@ SPLITS = ("train", "validation")
 ENTITY = {"entity": datasets.Value("string"), "category": datasets.Value("string"), "term": datasets.Value("string")}
 EXTRA_FEATURES = {"ecg_time": datasets.Value("string"), "entities": datasets.List(ENTITY),
                   "uncertain_terms": datasets.List(datasets.Value("string"))}
-_KILL_AFTER_SHARDS = "SUPREME_BUILD_KILL_AFTER_SHARDS"  # test hook: SIGKILL the build after N shards
 _WORD = re.compile(r"[^\s/]+")
 
 
@@ -234,7 +232,6 @@ def _run_shards(tasks: list[dict], num_proc: int) -> tuple[list[dict], int]:
         else:
             notes[(task["split"], task["index"])] = note
     reused = len(notes)
-    kill_after = int(os.environ.get(_KILL_AFTER_SHARDS, "0"))
     if todo:
         Path(todo[0]["parquet"]).parent.mkdir(parents=True, exist_ok=True)
     if num_proc > 1 and len(todo) > 1:
@@ -243,16 +240,12 @@ def _run_shards(tasks: list[dict], num_proc: int) -> tuple[list[dict], int]:
         # fork where there is one: workers start at once with the parent's imports (spawn re-imports for seconds)
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(min(num_proc, len(todo))) as pool:
-            for done, note in enumerate(pool.imap_unordered(write_record_shard, todo), 1):
+            for note in pool.imap_unordered(write_record_shard, todo):
                 notes[(note["split"], note["index"])] = note
-                if done == kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
     else:
-        for done, task in enumerate(todo, 1):
+        for task in todo:
             note = write_record_shard(task)
             notes[(note["split"], note["index"])] = note
-            if done == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
     return [notes[key] for key in sorted(notes, key=lambda k: (SPLITS.index(k[0]), k[1]))], reused
 
 
