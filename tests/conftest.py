@@ -67,6 +67,21 @@ def tokenizer(minilm_path):
     return AutoTokenizer.from_pretrained(minilm_path)
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tokenizer):
+    """(model, processor, folder): a tiny random SuPreME (seed 0) saved as users load it (`save_checkpoint`).
+    Shared by every test file that needs a saved model; tests must not write into the folder."""
+    import torch
+
+    from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
+    from training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = SupremeModel(tiny_config()).eval()
+    processor = SupremeProcessor(SupremeFeatureExtractor(), tokenizer)
+    return model, processor, save_checkpoint(model, processor, tmp_path_factory.mktemp("tiny") / "supreme")
+
+
 def run_offline(args: list[str], cwd: Path, timeout: int = 300, **env) -> subprocess.CompletedProcess:
     """`python ARGS` in a fresh process as a user runs it: offline, without PYTHONPATH, from `cwd`; must succeed."""
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

@@ -24,11 +24,8 @@ SUPREME = Path(sys.executable).with_name("supreme")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    model = SupremeModel(tiny_config()).eval()
-    processor = SupremeProcessor(SupremeFeatureExtractor(), tokenizer)
-    return model, processor, save_checkpoint(model, processor, tmp_path_factory.mktemp("cli") / "supreme")
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def run_cli(capsys, *argv):

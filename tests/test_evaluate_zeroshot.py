@@ -12,12 +12,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_PTBXL, FIXTURES, REPO, tiny_config
+from conftest import DEMO_PTBXL, FIXTURES, REPO
 from sklearn.metrics import roc_auc_score
 
 from builders import cpsc2018, ptbxl
 from builders.split_tables import load_split_tables
-from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
 from training.evaluate_zeroshot import evaluate_zeroshot, load_benchmark_sets, load_prompts, queries_for
 
 
@@ -30,12 +29,8 @@ def built(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("zeroshot_model") / "tiny-supreme"
-    SupremeModel(tiny_config()).save_pretrained(folder)
-    SupremeProcessor(SupremeFeatureExtractor(), tokenizer).save_pretrained(folder)
-    return folder
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint[2]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from conftest import FIXTURES, run_offline, tiny_config
 
 from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
 from modeling_supreme.pipeline_supreme import QUERY_LIST_NOTE, TASK, ZeroShotECGClassificationPipeline
-from training.checkpoint import save_checkpoint
 
 RECORD = FIXTURES / "ptbxl" / "records500" / "00000" / "00002_hr"
 QUERIES = ["atrial fibrillation", "sinus bradycardia", "left ventricular hypertrophy"]
@@ -28,12 +27,8 @@ print(json.dumps({"module": type(classifier).__module__,
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    model = SupremeModel(tiny_config()).eval()
-    processor = SupremeProcessor(SupremeFeatureExtractor(), tokenizer)
-    folder = save_checkpoint(model, processor, tmp_path_factory.mktemp("ckpt") / "supreme")
-    return model, processor, folder
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def expected_scores(model, processor, queries):
