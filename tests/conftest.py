@@ -82,6 +82,16 @@ def tiny_checkpoint(tmp_path_factory, tokenizer):
     return model, processor, save_checkpoint(model, processor, tmp_path_factory.mktemp("tiny") / "supreme")
 
 
+@pytest.fixture(scope="session")
+def ptbxl_super_class(tmp_path_factory) -> Path:
+    """The demo's 300 PTB-XL records built by `builders.ptbxl` (config super_class): a benchmark dataset folder."""
+    from builders import ptbxl
+
+    folder = tmp_path_factory.mktemp("ptbxl_built") / "ptbxl"
+    ptbxl.build(DEMO_PTBXL, folder, configs=("super_class",))
+    return folder
+
+
 def run_offline(args: list[str], cwd: Path, timeout: int = 300, **env) -> subprocess.CompletedProcess:
     """`python ARGS` in a fresh process as a user runs it: offline, without PYTHONPATH, from `cwd`; must succeed."""
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

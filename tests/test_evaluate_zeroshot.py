@@ -15,15 +15,14 @@ import torch
 from conftest import DEMO_PTBXL, FIXTURES, REPO
 from sklearn.metrics import roc_auc_score
 
-from builders import cpsc2018, ptbxl
+from builders import cpsc2018
 from builders.split_tables import load_split_tables
 from training.evaluate_zeroshot import evaluate_zeroshot, load_benchmark_sets, load_prompts, queries_for
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zeroshot_data")
-    ptbxl.build(DEMO_PTBXL, root / "ptbxl", configs=("super_class",))
+def built(ptbxl_super_class):
+    root = ptbxl_super_class.parent  # ptbxl/ is the shared build; cpsc2018/ is written beside it
     cpsc2018.build(FIXTURES / "cpsc2018", root / "cpsc2018", first_samples=2500)
     return root
 

@@ -9,10 +9,8 @@ import evaluate
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_PTBXL, tiny_config
 
-from builders import ptbxl
-from modeling_supreme import SupremeFeatureExtractor, SupremeModel, SupremeProcessor
+from modeling_supreme import SupremeModel
 from training import linear_probe
 from training.evaluate_zeroshot import METRIC_DIR
 
@@ -52,14 +50,9 @@ def test_train_subset_is_seeded_sized_and_checked():
         linear_probe.train_subset(50, 1.5, seed=0)
 
 
-def test_cli_probes_the_frozen_encoder_of_a_saved_checkpoint(tmp_path_factory, tokenizer):
-    data = tmp_path_factory.mktemp("probe_data") / "ptbxl"
-    ptbxl.build(DEMO_PTBXL, data, configs=("super_class",))
-    torch.manual_seed(0)
-    model = SupremeModel(tiny_config())
-    checkpoint = tmp_path_factory.mktemp("probe_model") / "tiny-supreme"
-    model.save_pretrained(checkpoint)
-    SupremeProcessor(SupremeFeatureExtractor(), tokenizer).save_pretrained(checkpoint)
+def test_cli_probes_the_frozen_encoder_of_a_saved_checkpoint(tmp_path_factory, tiny_checkpoint, ptbxl_super_class):
+    model, _, checkpoint = tiny_checkpoint
+    data = ptbxl_super_class
     before = {k: v.clone() for k, v in model.ecg_model.state_dict().items()}
 
     out = tmp_path_factory.mktemp("probe_out")
