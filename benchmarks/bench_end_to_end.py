@@ -10,6 +10,10 @@ the speed; nothing is downloaded). Then runs `python training/pretrain.py` in a 
 global batch `--batch-size` (no accumulation) and reads the trainer's own per-epoch `ecg_per_s` (loading, transfer,
 normalisation on the device, forward, backward, optimiser; not the end-of-epoch checkpoint) from metrics.jsonl. The
 first epoch includes warm-up (and compilation with `--compile`); the last is the steady figure.
+
+Appends one row (`--no-record`: prints it only) to `benchmarks/results/bench_end_to_end.jsonl` (benchmarks/common.py
+`append_rows`: with the machine, torch version, date and command). One process, global batch = per-device batch,
+mixed precision `auto` (bf16 on GPU); `wall_s` includes start-up, query embedding and checkpoints.
 """
 
 from __future__ import annotations
@@ -25,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import PAPER_QUERIES, REPO, SMALL_MODEL, machine, pick_device, record, run_command
+from common import PAPER_QUERIES, REPO, SMALL_MODEL, append_rows, machine, pick_device
 
-SECTION = "End-to-end trainer (bench_end_to_end.py)"
 PTBXL = REPO / "tests" / "data" / "ptbxl" / "records500" / "00000"
 
 
@@ -173,14 +176,7 @@ def main(argv=None) -> dict:
         "peak_mem_gb": epochs[-1]["peak_memory_gb"],
         "wall_s": wall,
     }
-    description = (
-        "training/pretrain.py run as a subprocess on a local Parquet dataset (PTB-XL fixture records repeated, 295 "
-        "random-label classes), one process, global batch = per-device batch, mixed precision `auto` (bf16 on GPU). "
-        "ECG/s are the trainer's own per-epoch figures (loading included, end-of-epoch checkpoint excluded); "
-        f"`wall_s` includes start-up, query embedding and checkpoints. Command: `{run_command()}` or "
-        "`benchmarks/run_gpu.sh`."
-    )
-    record(SECTION, description, row, dry_run=args.no_record)
+    append_rows("bench_end_to_end", [row], device, dry_run=args.no_record)
     return row
 
 

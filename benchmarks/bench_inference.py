@@ -8,6 +8,11 @@ median round. `cache` says how the queries come: `embeds` = `query_embeds` (the 
 layer's query-only work run on every call), `states` = `get_query_states` output (computed once per query list).
 The analytic FLOP count is benchmarks/flops.py (matmuls only); on this project's 2-core AVX2 CPU the fp32 matmul
 peak is about 70 GFLOP/s per core, which puts the floor near 75 ms per ECG.
+
+Appends one row per variant (`--no-record`: prints them only) to `benchmarks/results/bench_inference.jsonl`
+(benchmarks/common.py `append_rows`: with the machine, torch version, date and command). Random weights, paper shapes
+unless `model` says small. `rel_err_vs_fp32` = ||logits - fp32 logits|| / ||fp32 logits|| on 2 ECGs (random weights:
+a proxy); `achieved_tflops` = analytic matmul FLOPs / best time; CPU `peak_mem_gb` = process peak RSS.
 """
 
 from __future__ import annotations
@@ -20,20 +25,17 @@ import warnings
 
 import torch
 from common import (
+    append_rows,
     benchmark_config,
     build_model,
     machine,
     model_arguments,
     model_label,
-    record,
-    run_command,
     setup_device,
     synchronize,
     time_interleaved,
 )
 from flops import forward_flops
-
-SECTION = "Zero-shot inference (bench_inference.py)"
 
 
 def main(argv=None) -> list[dict]:
@@ -114,15 +116,7 @@ def main(argv=None) -> list[dict]:
                     "peak_mem_gb": peak_gb,  # GPU: allocated; CPU: process peak RSS
                 }
             )
-    description = (
-        "Forward pass with 295 cached query embeddings (random weights, paper shapes unless `model` says small). "
-        "`cache`: `embeds` = query_embeds passed (per-call text projection), `states` = get_query_states cached. "
-        "`rel_err_vs_fp32` = ||logits - fp32 logits|| / ||fp32 logits|| on 2 ECGs (random weights: a proxy). "
-        "`achieved_tflops` = analytic matmul FLOPs (benchmarks/flops.py) / best time. CPU `peak_mem_gb` = process "
-        f"peak RSS. Command: `{run_command()}` or `benchmarks/run_gpu.sh`."
-    )
-    for row in rows:
-        record(SECTION, description, row, dry_run=args.no_record)
+    append_rows("bench_inference", rows, device, dry_run=args.no_record)
     return rows
 
 

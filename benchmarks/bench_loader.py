@@ -7,14 +7,15 @@ Builds a local dataset in the project's schema from the 300 real PTB-XL records 
 WFDB records of `--records DIR`), repeated to `--rows`, then times: `load_dataset` preparing the Arrow cache from
 Parquet (once per dataset), a shuffled epoch with 0, 2 and N DataLoader workers, a streaming pass straight over the
 Parquet shards, and the plain `datasets` path (`with_format("torch")` + DataLoader) for comparison. Each loader figure is the best of `--repeats` epochs, with the
-Arrow cache in the page cache (as in training after the first epoch). One JSON line per figure; rows are appended to
-the "Data loader" section of benchmarks/RESULTS.md (benchmarks/common.py).
+Arrow cache in the page cache (as in training after the first epoch). One row per figure, appended to
+`benchmarks/results/bench_loader.jsonl` (benchmarks/common.py `append_rows`: with the machine, torch version, date
+and command; `--no-record`: printed only). Workers are threads; streaming decodes the nested Parquet lists on every
+pass.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -30,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine, pick_device, record, synchronize  # noqa: E402
+from benchmarks.common import append_rows, pick_device, synchronize  # noqa: E402
 from builders.dataset_writing import ecg_features, write_dataset_card, write_split  # noqa: E402
 from builders.wfdb_reading import read_wfdb  # noqa: E402
 from training.ecg_data import ecg_dataloader, load_ecg_dataset  # noqa: E402
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="where batches end up: auto (cuda if present), cpu, cuda")
     parser.add_argument("--records", type=Path, default=PTBXL,
                         help="folder of WFDB records to repeat (default: training/demo_data/ptbxl/records500/00000)")
-    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only, leave RESULTS.md")
+    parser.add_argument("--no-record", action="store_true", help="print the rows only, append nothing")
     args = parser.parse_args()
     datasets.disable_progress_bars()
     device = pick_device(args.device)
@@ -149,38 +150,23 @@ def main() -> None:
             )
         )
 
-    description = (
-        f"`benchmarks/bench_loader.py`: ECG/s from a local dataset in the project's schema to `--device` tensors "
-        f"(int16 ECGs, float32 multi-hot labels). Real ECGs ({_shown(args.records)}) repeated to `rows`, 295 classes, "
-        f"Parquet as `write_split` writes it ({parquet_mb / args.rows * 1e3:.0f} kB/ECG on disk). Loader rows: best of {args.repeats} epochs "
-        "with the Arrow cache in the page cache (training after the first epoch); workers are threads. Streaming "
-        "decodes the nested Parquet lists on every pass."
-    )
-    if not args.no_record:
-        for name, workers, rate in results:
-            info = machine(device)
-            record(
-                "Data loader",
-                description,
-                {
-                    "path": name,
-                    "workers": workers,
-                    "ECG/s": round(rate),
-                    "rows": args.rows,
-                    "batch": args.batch_size,
-                    "device": str(device),
-                    "cpu": info["cpu"],
-                    "gpu": info["gpu"],
-                    "torch": info["torch"],
-                    "datasets": datasets.__version__,
-                    "pyarrow": pyarrow.__version__,
-                    "date": info["date"],
-                    "load_avg_1min": info["load_avg_1min"],
-                },
-            )
-    else:
-        for name, workers, rate in results:
-            print(json.dumps({"path": name, "workers": workers, "ECG/s": round(rate)}))
+    rows = [
+        {
+            "path": name,
+            "workers": workers,
+            "ecg_per_s": round(rate),
+            "rows": args.rows,
+            "batch": args.batch_size,
+            "repeats": args.repeats,
+            "device": str(device),
+            "records": _shown(args.records),
+            "parquet_kb_per_ecg": round(parquet_mb / args.rows * 1e3, 1),
+            "datasets": datasets.__version__,
+            "pyarrow": pyarrow.__version__,
+        }
+        for name, workers, rate in results
+    ]
+    append_rows("bench_loader", rows, device, dry_run=args.no_record)
 
 
 def _stack(rows: list[dict]) -> dict:

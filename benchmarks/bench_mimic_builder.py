@@ -13,6 +13,9 @@ many MIMIC records carry each), then measures, on this machine:
 - LLM prompts per record: distinct statements / records, on the 18-record test fixture, on this sample, and at
   MIMIC-IV-ECG scale (about 3,100 distinct statements over 800,035 records in MIMIC-IV-ECG v1.0; checked against the 546 real
   statements' record counts).
+
+Appends one row to `benchmarks/results/bench_mimic_builder.jsonl` (benchmarks/common.py `append_rows`: with the
+machine, torch version, date and command; `--no-record`: printed only).
 """
 
 from __future__ import annotations
@@ -87,9 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--num-proc", type=int, default=2)
+    parser.add_argument("--no-record", action="store_true", help="print the row only, append nothing")
     args = parser.parse_args()
-    import torch
-    from common import machine  # benchmarks/common.py
+    from common import append_rows  # benchmarks/common.py
 
     work = Path(tempfile.mkdtemp(prefix="bench_mimic_"))
     try:
@@ -130,7 +133,6 @@ def main() -> None:
             )
 
         result = {
-            "machine": machine(torch.device("cpu")),
             "records": len(records),
             "wfdb_rdrecord_per_core": round(rdrecord),
             "read_wfdb_per_core": round(fast),
@@ -143,7 +145,7 @@ def main() -> None:
             "jsonl_statements": len(rows),
             "jsonl_prompts_per_statement_occurrence": round(len(rows) / occurrences, 5),
         }
-        print(json.dumps(result, indent=2))
+        append_rows("bench_mimic_builder", [result], dry_run=args.no_record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

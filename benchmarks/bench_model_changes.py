@@ -10,6 +10,12 @@ revision cannot build) the rows time what choosing it costs against the earlier 
 difference is reported. Rows: inference at batch 1 and 16 (the current model with cached query states, as zero-shot
 evaluation uses it; the earlier one with query embeddings, all it had) and a training step (fp32 on CPU, bf16 autocast
 on GPU).
+
+Appends one row per measurement (`--no-record`: prints them only) to
+`benchmarks/results/bench_model_changes.jsonl` (benchmarks/common.py `append_rows`: with the machine, torch version,
+date and command). speedup = earlier / current time (median and best rounds); `max_abs_diff` of the logits (same
+weights: default CFN only; a `what` naming `CFN all` times the paper's decoder against the earlier default CFN). The
+training step is forward, BCE, backward with drop path on.
 """
 
 from __future__ import annotations
@@ -25,18 +31,15 @@ from pathlib import Path
 import torch
 from common import (
     REPO,
+    append_rows,
     benchmark_config,
     build_model,
     machine,
     model_arguments,
     model_label,
-    record,
-    run_command,
     setup_device,
     time_interleaved,
 )
-
-SECTION = "Model changes against an earlier revision (bench_model_changes.py)"
 
 
 def load_revision(revision: str):
@@ -146,15 +149,7 @@ def main(argv=None) -> list[dict]:
         time_interleaved({"current": train(current), "earlier": train(earlier)}, device, max(2, args.rounds // 2)),
         None,
     )
-    description = (
-        "This checkout's modeling_supreme.py against `revision`'s, same weights, timed in turn in one process; "
-        "speedup = earlier / current time (median and best rounds). Inference: current with cached query states, "
-        "earlier with query embeddings; `max_abs_diff` of their logits (same weights: default CFN only; a `what` "
-        "naming `CFN all` times the paper's decoder against the earlier default CFN). Training step: forward, BCE, "
-        f"backward with drop path on. Command: `{run_command()}`."
-    )
-    for row in rows:
-        record(SECTION, description, row, dry_run=args.no_record)
+    append_rows("bench_model_changes", rows, device, dry_run=args.no_record)
     return rows
 
 

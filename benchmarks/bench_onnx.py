@@ -17,6 +17,14 @@ Accuracy (`--model`: a trained checkpoint; `--data`: held-out ECGs in the builde
 the checkpoint is exported as `supreme export --int8` does (calibrated on `--calibration` ECGs, never the held-out
 ones) and every held-out ECG is scored by PyTorch fp32, ONNX fp32 and ONNX int8. Rows: per-class AUROC of each, the
 largest |AUROC difference| to PyTorch, and the logits' relative error ||onnx - torch|| / ||torch||.
+
+Appends its rows (`--no-record`: prints them only) to `benchmarks/results/bench_onnx.jsonl` (benchmarks/common.py
+`append_rows`: with the machine, torch version, date and command); `table` is "latency" or "accuracy". Latency:
+`ratio_to_plain_median` = median over rounds of variant time / plain-model time in the same round,
+`ratio_to_plain_best` = best / best; int8 = static QDQ of the linear layers calibrated on `calibration_ecgs` ECGs;
+`rel_err_vs_pytorch` is on the timed batch (random weights: a proxy). Accuracy: `max_abs_auroc_delta_vs_pytorch` is
+over the classes with positives and negatives, then over those with at least FREQUENT (10) positives (with one positive,
+one swapped pair moves AUROC by 1/negatives).
 """
 
 from __future__ import annotations
@@ -33,13 +41,12 @@ import numpy as np
 import torch
 from common import (
     REPO,
+    append_rows,
     benchmark_config,
     build_model,
     machine,
     model_arguments,
     model_label,
-    record,
-    run_command,
     setup_device,
     time_interleaved,
 )
@@ -49,8 +56,6 @@ from modeling_supreme import SupremeFeatureExtractor, SupremeOnnxModel  # noqa: 
 from modeling_supreme.onnx_supreme import ONNX_FILE, QUANTIZED_FILE  # noqa: E402
 from training.onnx_export import export_graphs, processed_ecgs  # noqa: E402
 
-LATENCY = "ONNX deployment: latency (bench_onnx.py)"
-ACCURACY = "ONNX deployment: accuracy on held-out ECGs (bench_onnx.py)"
 DEMO_PTBXL = REPO / "training" / "demo_data" / "ptbxl" / "records500"  # ecg_id 1-300, shipped
 GRAPHS = {"fp32": ONNX_FILE, "int8": QUANTIZED_FILE}
 FREQUENT = 10  # positives a class needs for its AUROC delta to be more than a few swapped pairs
@@ -128,8 +133,11 @@ def latency_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
         for (runtime, precision), seconds in times.items():
             ratios = [t / p for t, p in zip(seconds, plain_times, strict=True)]
             rows.append({
+                "table": "latency",
                 **machine(torch.device("cpu")),
                 "onnxruntime": module_version("onnxruntime"),
+                "plain": args.plain.name,
+                "calibration_ecgs": export["graphs"]["int8"]["calibration_ecgs"],
                 "model": model_label(args),
                 "runtime": runtime,
                 "precision": precision,
@@ -143,17 +151,7 @@ def latency_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
                 "rel_err_vs_pytorch": errors.get((runtime, precision), 0.0 if runtime == "pytorch" else None),
                 "rounds": args.rounds,
             })
-    description = (
-        "Paper shapes (random weights; `model` says small otherwise), 295 queries, fp32 inputs, CPU threads as "
-        "listed. Variants timed in turn, round after round, in one process; `ratio_to_plain_median` = median over "
-        "rounds of variant time / plain-model time in the same round, `ratio_to_plain_best` = best / best. The plain "
-        f"model is `Ref(cfg)` of {args.plain.name} (`--plain`; queries projected on every call). ONNX runs through "
-        "`SupremeOnnxModel` (cached query states); int8 = static QDQ of the linear layers calibrated on "
-        f"{export['graphs']['int8']['calibration_ecgs']} real PTB-XL ECGs. `rel_err_vs_pytorch` = ||logits - PyTorch "
-        f"logits|| / ||PyTorch logits|| on the timed batch (random weights: a proxy). Command: `{run_command()}`."
-    )
-    for row in rows:
-        record(LATENCY, description, row, dry_run=args.no_record)
+    append_rows("bench_onnx", rows, dry_run=args.no_record)
     return rows
 
 
@@ -200,7 +198,9 @@ def accuracy_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
         deltas = [abs(auroc[c] - reference[c]) for c in reference]
         frequent = [abs(auroc[c] - reference[c]) for c in reference if positives[c] >= FREQUENT]
         rows.append({
+            "table": "accuracy",
             **machine(torch.device("cpu")),
+            "onnxruntime": module_version("onnxruntime"),
             "model": args.model,
             "data": f"{args.data} {'+'.join(args.splits)}",
             "ecgs": len(labels),
@@ -211,18 +211,10 @@ def accuracy_rows(args, runtimes: list[str], folder: Path) -> list[dict]:
             f"max_abs_auroc_delta_classes_{FREQUENT}_positives": max(frequent) if frequent else None,
             "rel_logit_err_vs_pytorch": float(np.linalg.norm(logits - torch_logits) / np.linalg.norm(torch_logits)),
             "max_abs_logit_err_vs_pytorch": float(np.abs(logits - torch_logits).max()),
-            "per_class_auroc": " ".join(f"{c}={auroc[c]:.4f}" for c in auroc),
+            "per_class_auroc": auroc,
+            "calibration_ecgs": export["graphs"]["int8"]["calibration_ecgs"],
         })
-    description = (
-        "A trained checkpoint exported as `supreme export --int8` does (int8 calibrated on "
-        f"{export['graphs']['int8']['calibration_ecgs']} ECGs outside the held-out set); every held-out ECG scored by "
-        "PyTorch fp32 and by each ONNX graph against the dataset's class queries. `max_abs_auroc_delta_vs_pytorch` = "
-        "the largest per-class |AUROC - PyTorch AUROC| (classes with positives and negatives only), then over the "
-        f"classes with at least {FREQUENT} positives (with one positive, one swapped pair moves AUROC by 1/negatives); "
-        f"`rel_logit_err_vs_pytorch` = ||logits - PyTorch logits|| / ||PyTorch logits||. Command: `{run_command()}`."
-    )
-    for row in rows:
-        record(ACCURACY, description, row, dry_run=args.no_record)
+    append_rows("bench_onnx", rows, dry_run=args.no_record)
     return rows
 
 

@@ -8,6 +8,10 @@ One step is what training/pretrain.py does per batch once the data are on the de
 device (`ecg_from_digital`), forward with the cached query embeddings and the multi-hot labels, BCE loss, backward,
 AdamW step. Data loading is not included (bench_loader.py and bench_end_to_end.py measure it). Achieved TFLOP/s
 divides the analytic matmul count of benchmarks/flops.py (forward + backward) by the best step time.
+
+Appends one row per variant (`--no-record`: prints them only) to `benchmarks/results/bench_train_step.jsonl`
+(benchmarks/common.py `append_rows`: with the machine, torch version, date and command). On CPU the batch is small (a
+check of the script; CPU bf16 autocast is emulated on AVX2 and slow).
 """
 
 from __future__ import annotations
@@ -18,21 +22,18 @@ import statistics
 
 import torch
 from common import (
+    append_rows,
     benchmark_config,
     build_model,
     machine,
     model_arguments,
     model_label,
-    record,
-    run_command,
     setup_device,
     time_calls,
 )
 from flops import train_step_flops
 
 from modeling_supreme.processing_supreme import ecg_from_digital
-
-SECTION = "Training step (bench_train_step.py)"
 
 
 def make_step(model, optimizer, ecg, adc_gain, labels, query_embeds, autocast):
@@ -114,14 +115,7 @@ def main(argv=None) -> list[dict]:
             }
         )
         del model, optimizer, run, step
-    description = (
-        "One AdamW step (forward, BCE, backward) on device-resident int16 ECGs with 295 cached query embeddings, "
-        "paper shapes unless `model` says small. On CPU the batch is small (a check of the script; CPU bf16 autocast "
-        "is emulated on AVX2 and slow). `achieved_tflops` = analytic matmul FLOPs (benchmarks/flops.py) / best step. "
-        f"Command: `{run_command()}` or `benchmarks/run_gpu.sh`."
-    )
-    for row in rows:
-        record(SECTION, description, row, dry_run=args.no_record)
+    append_rows("bench_train_step", rows, device, dry_run=args.no_record)
     return rows
 
 

@@ -1,4 +1,5 @@
-"""What every benchmark script shares: the machine it ran on, timing, and recording a row in RESULTS.md."""
+"""What every benchmark script shares: the machine it ran on, timing, and appending its rows to
+`benchmarks/results/<benchmark>.jsonl` (`append_rows`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
+RESULTS_DIR = REPO / "benchmarks" / "results"  # one JSON Lines file per benchmark
 PAPER_QUERIES = 295  # the standard terms extracted from MIMIC-IV-ECG reports
 
 
@@ -27,17 +29,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(device: torch.device) -> dict:
-    """Where a figure was measured: CPU (cores this process may use), GPU, torch version, date, load."""
-    info = {
-        "cpu": f"{cpu_model()} ({len(os.sched_getaffinity(0))} cores)",
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "torch": torch.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        # other users of a shared machine inflate CPU timings: keep the load beside the figure
-        "load_avg_1min": round(os.getloadavg()[0], 2),
-    }
-    return info
+def machine(device: torch.device | None = None) -> dict:
+    """Where a figure was measured: "machine" (CPU model and the cores this process may use, then the GPU's model on
+    a CUDA device), the torch version and the load (other users of a shared machine inflate CPU timings)."""
+    where = f"{cpu_model()} ({len(os.sched_getaffinity(0))} cores)"
+    if device is not None and device.type == "cuda":
+        where += f", {torch.cuda.get_device_name(device)}"
+    return {"machine": where, "torch": torch.__version__, "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
 def pick_device(name: str) -> torch.device:
@@ -58,7 +56,7 @@ def model_arguments(parser) -> None:
         default="self",
         help="the CFN's query self-attention: each query alone (default) or the whole list (the paper's decoder)",
     )
-    parser.add_argument("--no-record", action="store_true", help="print the JSON lines only")
+    parser.add_argument("--no-record", action="store_true", help="print the rows only, append nothing")
 
 
 def setup_device(args) -> torch.device:
@@ -142,35 +140,37 @@ def build_model(config, device: torch.device):
     return SupremeModel(config).to(device)
 
 
-def record(section: str, description: str, row: dict, path: Path = RESULTS, dry_run: bool = False) -> None:
-    """Print `row` as one JSON line and append it to `section`'s table in RESULTS.md (creating the section);
-    `dry_run` (the scripts' --no-record) only prints.
+def append_rows(
+    name: str, rows: list[dict], device: torch.device | None = None, dry_run: bool = False, directory: Path = RESULTS_DIR
+) -> Path:
+    """Print each row as one JSON line and append it to `directory/<name>.jsonl`; `dry_run` (the scripts'
+    --no-record) only prints. Returns the file.
 
-    Sections belong to scripts: each run adds one table row under its own heading and leaves the rest of the file
-    as it is, so several engineers and machines can add to one file.
+    Each row gets what its figures need to be compared, where it does not set them itself: "benchmark" (`name`),
+    `machine(device)` (the machine, torch version, load), "date" (UTC, ISO 8601) and "command" (this command line).
+    Appending leaves earlier rows as they are, so several engineers and machines can add to one file.
     """
-    print(json.dumps(row), flush=True)
-    if dry_run:
-        return
-    line = "| " + " | ".join(_cell(value) for value in row.values()) + " |"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by one script.\n"
-    heading = f"## {section}"
-    if heading in text:
-        start = text.index(heading)
-        end = text.find("\n## ", start + len(heading))
-        end = len(text) if end == -1 else end
-        text = text[:start] + text[start:end].rstrip("\n") + "\n" + line + "\n" + text[end:]
-    else:
-        header = "| " + " | ".join(row) + " |\n|" + "---|" * len(row)
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{description}\n\n{header}\n{line}\n"
-    path.write_text(text)
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value).replace("|", "/")
+    context = {
+        "benchmark": name,
+        **machine(device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": run_command(),
+    }
+    path = directory / f"{name}.jsonl"
+    lines = []
+    for row in rows:
+        row = {**row, **{key: value for key, value in context.items() if key not in row}}
+        lines.append(json.dumps(row) + "\n")
+        print(lines[-1], end="", flush=True)
+    if not dry_run and lines:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.writelines(lines)
+    return path
 
 
 def run_command() -> str:
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The command line that ran this script, its path relative to the repository where it lies inside it."""
+    script = Path(sys.argv[0]).resolve()
+    shown = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]
+    return shlex.join(["python", shown, *sys.argv[1:]])

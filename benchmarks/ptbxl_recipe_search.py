@@ -6,16 +6,14 @@ corpus and scored zero-shot (concise prompts) on the validation fold's four task
     python benchmarks/ptbxl_recipe_search.py --study DIR --candidates 500hz 100hz_p25 100hz_p50 --epochs 3
 
 Appends one JSON line per candidate (machine, date, command, epochs, training ECG/s, AUROCs) to
-`benchmarks/results/ptbxl_recipe_search.jsonl`.
+`benchmarks/results/ptbxl_recipe_search.jsonl` (benchmarks/common.py `append_rows`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -23,9 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import append_rows  # noqa: E402
 from training import ptbxl_study  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "ptbxl_recipe_search.jsonl"
 CANDIDATES = {  # model_config keys set over the recipe's
     # the paper's rate and patch (0.25 s, 40 per lead: 480 tokens), PTB-XL's 100 Hz records upsampled: the recipe
     "500hz": {"sampling_rate": 500, "num_samples": 5000, "patch_size": 125},
@@ -58,13 +56,8 @@ def main(argv=None) -> None:
                "model_config": CANDIDATES[name], "threads": args.threads,
                "ecg_per_s": round(sum(e["ecg_per_s"] for e in epochs) / len(epochs), 1),
                "validation_folds": plan["validation"], "mean_auroc": scores["mean_auroc"],
-               **{task: scores["tasks"][task]["macro_auroc"] for task in ptbxl_study.TASKS},
-               "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv)}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+               **{task: scores["tasks"][task]["macro_auroc"] for task in ptbxl_study.TASKS}}
+        append_rows("ptbxl_recipe_search", [row])  # adds "machine", "torch", "load_avg_1min", "date", "command"
 
 
 if __name__ == "__main__":

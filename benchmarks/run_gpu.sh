@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU part of the benchmark suite in one go (aimed at under 5 minutes on one H200; torch.compile's start-up
-# dominates): every script appends its rows to benchmarks/RESULTS.md with the machine, torch version and date.
+# dominates): every script appends its rows to benchmarks/results/<script>.jsonl with the machine, torch version, date
+# and command (benchmarks/common.py append_rows).
 #
 #   benchmarks/run_gpu.sh                 # from the repository root, with a CUDA build of torch
 #   PYTHON=/path/to/python benchmarks/run_gpu.sh
@@ -51,5 +52,5 @@ else
     echo "=== skipped the loader and end-to-end figures: $PYTHON lacks datasets / wfdb / accelerate / pyyaml" >&2
     failures=$((failures + 1))
 fi
-echo "run_gpu.sh: done, $failures step(s) failed or skipped; rows are in benchmarks/RESULTS.md"
+echo "run_gpu.sh: done, $failures step(s) failed or skipped; rows are in benchmarks/results/*.jsonl"
 exit "$failures"
