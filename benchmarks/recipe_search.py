@@ -19,8 +19,8 @@ BCE, the schedule and augmentation the trainer's own functions):
 
 Scores are taken at epochs 50, 100, 150 and 200 of one run (those the configuration reaches). Many small models share
 one GPU in `--processes` worker processes; on a CPU keep processes × `--threads` at the number of cores (2 × 1 here).
-Each finished configuration appends its rows to `OUTPUT/results.jsonl`; the table at the end is what RESULTS.md
-("Learning on real ECGs") records.
+Each finished configuration appends its rows to `OUTPUT/results.jsonl`; the table at the end is what
+`docs/learning_on_real_ecgs.md` records.
 """
 
 from __future__ import annotations
