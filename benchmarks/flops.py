@@ -1,4 +1,4 @@
-"""Analytic matmul FLOPs of SupremeModel, from its config: what "achieved TFLOP/s" in RESULTS.md divides by.
+"""Analytic matmul FLOPs of SupremeModel, from its config: what "achieved TFLOP/s" in docs/performance_measurements.md divides by.
 
 Counts 2 FLOPs per multiply-add of every matrix product (linear layers, attention scores and attention-weighted
 values), as `torch.utils.flop_counter.FlopCounterMode` does; biases, norms, activations and softmax are left out

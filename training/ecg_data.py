@@ -18,7 +18,7 @@ reused (pinned, when a GPU is present) batch buffer; labels become multi-hot wit
 
 Workers are threads, not processes: gathering is a memcpy from the page cache that numpy runs without the GIL
 (and Parquet decoding in pyarrow releases it too), while worker processes would re-fault the memory map and pickle
-every 30 MB batch through shared memory (measured: ten times slower, benchmarks/RESULTS.md).
+every 30 MB batch through shared memory (measured: ten times slower, docs/performance_measurements.md).
 
 Map-style datasets (`load_dataset` of a folder: Parquet converted once to a memory-mapped Arrow cache) are the fast
 path. Streaming reads Parquet directly, where decoding the nested `ecg` lists costs about 1,400 ECG/s per thread.
