@@ -37,7 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from builders.labelling.cache import ResponseCache  # noqa: E402
-from builders.labelling.causal_lm import packaged_smollm2  # noqa: E402
 from builders.labelling.extraction import make_extractor  # noqa: E402
 from builders.labelling.mapping import TextEncoder, label_statements  # noqa: E402
 from builders.labelling.prompt import parse_response  # noqa: E402
@@ -94,7 +93,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print the rows only")
     args = parser.parse_args()
     import torch
-    from common import append_rows  # benchmarks/common.py
+    from common import append_rows, packaged_smollm2  # benchmarks/common.py
 
     torch.set_num_threads(args.threads)
     llm = args.llm or str(packaged_smollm2())

