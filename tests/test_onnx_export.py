@@ -183,3 +183,11 @@ def test_the_folder_loads_through_automodel_and_the_pipeline_in_a_fresh_offline_
 def test_processed_ecgs_names_a_folder_without_records(tmp_path):
     with pytest.raises(ValueError, match=str(tmp_path)):
         processed_ecgs(SupremeFeatureExtractor(), [tmp_path], 4)
+
+
+def test_exported_card_is_its_checkpoints_card_and_says_what_the_folder_is(exported):
+    model, _, folder, _ = exported
+    card = (folder / "README.md").read_text()
+    assert f"width {model.config.hidden_size}" in card  # the source checkpoint's generated card, carried over
+    assert "exported to ONNX by `supreme export`" in card and "scores only those queries" in card
+    assert "77.20" not in card and "model-index" not in card  # never scored: no results, no paper figures

