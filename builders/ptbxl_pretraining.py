@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from builders.mimic_layout import MimicStudy, mimic_digital, write_mimic_record, write_mimic_tables
+from builders.ptbxl import FILENAME_COLUMN
 
-FILENAME_COLUMN = {500: "filename_hr", 100: "filename_lr"}  # PTB-XL's two copies of every record
 MIN_LIKELIHOOD = 50
 HEDGE = "Possible"  # a hedge word the rules labeller and the LLM prompt both read as uncertain
 
@@ -150,30 +150,20 @@ def write_corpus_layout(
         logger.warning("%d of %d records named by ptbxl_database.csv are not in the folder (listed in %s)",
                        len(missing), len(records), root / "missing.txt")
     tasks = [(r, machine_statements(r, descriptions, min_likelihood, leave_out), str(root)) for r in present]
-    errors = []
-    with ProcessPoolExecutor(num_proc) if num_proc > 1 else _Inline() as pool:
-        for error in tqdm(pool.map(_write_study, tasks, chunksize=64), total=len(tasks), desc="MIMIC layout",
-                          unit="ECG"):
-            if error:
-                errors.append(error)
-                logger.warning("skipped %s", error)
-    unreadable = {e.split(":", 1)[0] for e in errors}
-    written = [(r, statements) for r, statements, _ in tasks if str(r.path) not in unreadable]
+    pool = ProcessPoolExecutor(num_proc) if num_proc > 1 else None  # one worker: this process, no start-up cost
+    results = pool.map(_write_study, tasks, chunksize=64) if pool else map(_write_study, tasks)
+    errors, written = [], []
+    for (record, statements, _), error in zip(tasks, tqdm(results, total=len(tasks), desc="MIMIC layout", unit="ECG"),
+                                              strict=True):
+        if error:
+            errors.append(error)
+            logger.warning("skipped %s", error)
+        else:
+            written.append((record, statements))
+    if pool:
+        pool.shutdown()
     write_mimic_tables(root, [MimicStudy(*study_ids(r), np.empty(0), statements) for r, statements in written])
     return {"in_table": len(records), "written": len(written), "missing": len(missing), "unreadable": errors}
-
-
-class _Inline:
-    """`ProcessPoolExecutor`'s `map` in this process (one worker: no start-up cost)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, items, chunksize=1):
-        return map(fn, items)
 
 
 def main(argv: list[str] | None = None) -> None:

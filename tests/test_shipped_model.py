@@ -58,3 +58,11 @@ def test_shipped_model_loads_offline_and_classifies_unseen_real_ecgs(tmp_path):
     auroc = dict(zip(QUERIES, scores["auroc"], strict=True))
     assert sum(auroc.values()) / len(auroc) > FLOOR, auroc
     assert min(auroc.values()) > 0.6, auroc
+
+
+def test_shipped_folder_carries_this_checkouts_remote_code():
+    """The folder runs its own copy of the remote code: a change to modeling_supreme/ must be re-packaged with it."""
+    for name in ("configuration_supreme.py", "modeling_supreme.py", "processing_supreme.py", "pipeline_supreme.py"):
+        assert (SHIPPED / name).read_bytes() == (REPO / "modeling_supreme" / name).read_bytes(), (
+            f"{SHIPPED / name} is stale: rerun python -m training.package_model --study DIR --output {SHIPPED}"
+        )

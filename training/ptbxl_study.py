@@ -34,6 +34,7 @@ Writes `DIR/results.json` (every figure) and `DIR/report.md` (the tables).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -54,6 +55,14 @@ MIN_STEPS = 300  # a run on a small fraction gets at least this many optimiser s
 SAMPLING_RATE = 100
 STAGES = ("corpus", "eval", "pretrain", "score", "baselines", "probe", "unseen", "other")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def load_model(model_dir: Path):
+    """(model in eval mode, processor) of a saved SuPreME, through the Auto classes as a user loads it."""
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    return model, AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
 
 
 def minilm() -> str:
@@ -163,13 +172,11 @@ def wordings() -> dict[str, dict[str, dict[str, str]]]:
 
 def zero_shot(model_dir: Path, out: Path, plan: dict, split: str, only: tuple[str, ...] | None = None) -> dict:
     """{wording: evaluate_zeroshot's result} of one model on the four tasks of `split` (every wording, or `only`)."""
-    from transformers import AutoModel, AutoProcessor
 
     from training.ecg_data import load_ecg_dataset
     from training.evaluate_zeroshot import evaluate_zeroshot
 
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    model, processor = load_model(model_dir)
     sets = {task: load_ecg_dataset(str(out / f"eval_{split}"), task, eval_split(plan, split)) for task in TASKS}
     results = {}
     for wording, prompts in wordings().items():
@@ -208,12 +215,16 @@ def read_arrays(ptbxl: Path, out: Path, folds: list[int]) -> dict:
     return arrays
 
 
-def _read_signal(path: Path) -> np.ndarray:
+@functools.cache
+def _extractor():
+    """One feature extractor per reading process: 10 s at 100 Hz in mV, not normalised."""
     from modeling_supreme.processing_supreme import SupremeFeatureExtractor
 
-    extractor = SupremeFeatureExtractor(sampling_rate=SAMPLING_RATE, num_samples=10 * SAMPLING_RATE,
-                                        normalization="none")
-    return extractor(str(path))["input_values"][0].astype(np.float32)
+    return SupremeFeatureExtractor(sampling_rate=SAMPLING_RATE, num_samples=10 * SAMPLING_RATE, normalization="none")
+
+
+def _read_signal(path: Path) -> np.ndarray:
+    return _extractor()(str(path))["input_values"][0].astype(np.float32)
 
 
 def task_labels(task: str, ecg_ids: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -285,10 +296,8 @@ def baselines(train: dict, validation: dict, threads: int) -> dict:
 def encoder_features(model_dir: Path, ecgs: np.ndarray) -> np.ndarray:
     """Pooled features of the frozen ECG encoder for (n, 12, samples) mV arrays at 100 Hz."""
     import torch
-    from transformers import AutoModel, AutoProcessor
 
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    model, processor = load_model(model_dir)
     features = []
     with torch.no_grad():
         for i in range(0, len(ecgs), 256):
@@ -335,7 +344,6 @@ def unseen_conditions(ptbxl: Path, models: dict[str, Path], validation: dict) ->
     """AUROC of each `UNSEEN_CODES` condition on the validation fold (positive: the statement at any likelihood),
     queried with its SCP-ECG description, for each model."""
     import torch
-    from transformers import AutoModel, AutoProcessor
 
     from builders.ptbxl_pretraining import read_ptbxl
 
@@ -347,8 +355,7 @@ def unseen_conditions(ptbxl: Path, models: dict[str, Path], validation: dict) ->
     results = {"queries": dict(zip(UNSEEN_CODES, queries, strict=True)),
                "positives": dict(zip(UNSEEN_CODES, labels.sum(0).astype(int).tolist(), strict=True))}
     for name, model_dir in models.items():
-        model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+        model, processor = load_model(model_dir)
         with torch.no_grad():
             states = model.get_query_states(model.encode_queries(queries, processor.tokenizer))
             logits = np.concatenate([
@@ -406,7 +413,6 @@ def other_hospitals(model_dir: Path, folders: list[Path]) -> dict:
     """`main` zero-shot on ECGs of other hospitals (`other_hospital_records`): AUROC of each condition with at least
     2 positives and 2 negatives among them, queried by its name."""
     import torch
-    from transformers import AutoModel, AutoProcessor
 
     records, names = other_hospital_records(folders)
     if not records:
@@ -416,8 +422,7 @@ def other_hospitals(model_dir: Path, folders: list[Path]) -> dict:
     keep = [j for j in range(len(conditions)) if 2 <= labels[:, j].sum() <= len(records) - 2]
     conditions, labels = [conditions[j] for j in keep], labels[:, keep]
     queries = [names[c] for c in conditions]
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    model, processor = load_model(model_dir)
     with torch.no_grad():
         states = model.get_query_states(model.encode_queries(queries, processor.tokenizer))
         values = processor(ecg=[str(path) for path, _ in records], return_tensors="pt")["input_values"]
@@ -444,8 +449,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
     parser.add_argument("--runs", nargs="+", help="pre-train and score only these runs (main, unseen, fraction_0.1, "
                         "...)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else os.cpu_count() or 1, help="CPU threads for training (default: all usable)")
+    from training.demo import usable_cpus
+
+    parser.add_argument("--threads", type=int, default=usable_cpus(),
+                        help="CPU threads for training (default: all usable)")
     args = parser.parse_args(argv)
     from builders.ptbxl_pretraining import read_ptbxl
 
