@@ -39,20 +39,22 @@ def main(argv=None) -> None:
     parser.add_argument("--study", required=True, type=Path, help="ptbxl_study output with its corpus and eval sets")
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--corpus", default="corpus",
+                        help="the study's pre-training corpus to train on (corpus_taxonomy: built with --taxonomy)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     study = args.study.resolve()
     plan = json.loads((study / "results.json").read_text())["folds"]
     for name in args.candidates:
         architecture = {**yaml.safe_load(ptbxl_study.RECIPE.read_text())["model_config"], **CANDIDATES[name]}
-        overrides = ["--data", str(study / "corpus"), "--max_epochs", str(args.epochs), "--patience",
+        overrides = ["--data", str(study / args.corpus), "--max_epochs", str(args.epochs), "--patience",
                      str(args.epochs), "--warmup_steps", "100",
                      "--model_config", yaml.safe_dump(architecture, default_flow_style=True).strip()]
-        model = ptbxl_study.pretrain(study / "recipe_search", f"{name}_e{args.epochs}", overrides, args.threads)
+        model = ptbxl_study.pretrain(study / "recipe_search", f"{name}_e{args.epochs}" + ("" if args.corpus == "corpus" else f"_{args.corpus}"), overrides, args.threads)
         epochs = [json.loads(line) for line in (model.parent / "metrics.jsonl").read_text().splitlines()]
         epochs = [e for e in epochs if "train_loss" in e]  # one summary per epoch (a resumed run logs on)
         scores = ptbxl_study.zero_shot(model, study, plan, "validation")["concise"]
-        row = {"benchmark": "ptbxl_recipe_search", "candidate": name, "epochs": args.epochs,
+        row = {"benchmark": "ptbxl_recipe_search", "candidate": name, "corpus": args.corpus, "epochs": args.epochs,
                "model_config": CANDIDATES[name], "threads": args.threads,
                "ecg_per_s": round(sum(e["ecg_per_s"] for e in epochs) / len(epochs), 1),
                "validation_folds": plan["validation"], "mean_auroc": scores["mean_auroc"],

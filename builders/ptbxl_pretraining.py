@@ -1,7 +1,7 @@
 """PTB-XL as a SuPreME pre-training corpus, through the MIMIC-IV-ECG builder's own labelling.
 
     python -m builders.ptbxl_pretraining --input PTBXL_ROOT --output DIR [--sampling-rate 100] [--folds 1 2 3 4 5 6 7]
-        [--leave-out CLBBB WPW ...] [--labeller rules] [--text-encoder MODEL]
+        [--taxonomy] [--leave-out CLBBB WPW ...] [--labeller rules] [--text-encoder MODEL]
 
 1. Each record of `ptbxl_database.csv` (those of `--folds`) becomes a MIMIC-IV-ECG study in `DIR_mimic_layout`, its
    machine report the English descriptions of its SCP-ECG statements ("Sinus rhythm", "Normal ECG", ...), its
@@ -12,9 +12,13 @@
    threshold because below it the cardiologist rated the finding less likely present than absent (15 and 35: 1,716
    of the 25,634 graded statements of folds 1-8), while 50 and 80 still assert it (the PTB-XL benchmark's labels
    count every likelihood as positive).
-3. `--leave-out` drops the statements of those SCP codes from every report: the classes never reach the labels,
-   so they can be queried zero-shot afterwards (the ECGs stay).
-4. `python -m builders.mimic_iv_ecg` labels the reports and writes `DIR` (Parquet shards, dataset card,
+3. `--taxonomy` also states the diagnostic class and subclass (PTB-XL's own grouping, `scp_statements.csv`) of each
+   diagnostic statement: an anteroseptal infarct's report gains "Anterior myocardial infarction" and "Myocardial
+   infarction", a first-degree AV block's "AV block" and "Conduction disturbance". The umbrella terms PTB-XL's
+   super- and subclass tasks query then exist as labels; a class stated only through hedged statements is hedged.
+4. `--leave-out` drops the statements of those SCP codes from every report (and the classes only they imply): the
+   classes never reach the labels, so they can be queried zero-shot afterwards (the ECGs stay).
+5. `python -m builders.mimic_iv_ecg` labels the reports and writes `DIR` (Parquet shards, dataset card,
    `stats.json`): the project's pre-training schema, whatever labeller is chosen.
 
 Records the table names but the folder lacks are counted and reported (`missing.txt` in the layout folder), never fatal.
@@ -40,6 +44,13 @@ from builders.ptbxl import FILENAME_COLUMN
 
 MIN_LIKELIHOOD = 50
 HEDGE = "Possible"  # a hedge word the rules labeller and the LLM prompt both read as uncertain
+# The names of PTB-XL's diagnostic classes (Wagner et al. 2020) and of the subclasses that group several statements;
+# the other subclasses are one statement each, already stated by its description. NORM is its one statement.
+CLASS_NAMES = {"MI": "Myocardial infarction", "STTC": "ST-T changes", "CD": "Conduction disturbance",
+               "HYP": "Hypertrophy"}
+SUBCLASS_NAMES = {"AMI": "Anterior myocardial infarction", "IMI": "Inferior myocardial infarction",
+                  "ISCA": "Ischemic in anterior leads", "ISCI": "Ischemic in inferior leads", "_AVB": "AV block",
+                  "LAFB/LPFB": "Fascicular block", "STTC": "ST-T changes"}
 
 logger = logging.getLogger(__name__)
 
@@ -81,23 +92,39 @@ def read_ptbxl(folder: Path, sampling_rate: int = 500) -> tuple[list[PtbxlRecord
     return records, descriptions
 
 
+def read_taxonomy(folder: Path) -> dict[str, list[str]]:
+    """Diagnostic SCP code → the names of its class and subclass (`CLASS_NAMES`, `SUBCLASS_NAMES`) where named."""
+    import pandas as pd
+
+    table = pd.read_csv(folder / "scp_statements.csv", index_col=0)
+    table = table[table["diagnostic"] == 1]
+    return {code: [name for name in (CLASS_NAMES.get(row.diagnostic_class), SUBCLASS_NAMES.get(row.diagnostic_subclass))
+                   if name] for code, row in table.iterrows()}
+
+
+def _stated(text: str, hedged: bool) -> str:
+    return f"{HEDGE} {text[0].lower()}{text[1:]}" if hedged else text[0].upper() + text[1:]
+
+
 def machine_statements(
     record: PtbxlRecord,
     descriptions: dict[str, str],
     min_likelihood: float = MIN_LIKELIHOOD,
     leave_out: frozenset[str] = frozenset(),
+    taxonomy: dict[str, list[str]] | None = None,
 ) -> list[str]:
-    """The record's SCP statements as machine statements: capitalised descriptions, hedged when graded low."""
-    statements = []
+    """The record's SCP statements as machine statements: capitalised descriptions, hedged when graded low; with
+    `taxonomy` (`read_taxonomy`), then the classes they belong to, hedged when every statement implying them is."""
+    statements, classes = [], {}
     for code, likelihood in record.codes.items():
         if code in leave_out:
             continue
-        text = descriptions[code]
-        if 0 < likelihood < min_likelihood:  # 0: a form or rhythm statement, which PTB-XL does not grade
-            statements.append(f"{HEDGE} {text[0].lower()}{text[1:]}")
-        else:
-            statements.append(text[0].upper() + text[1:])
-    return statements
+        hedged = 0 < likelihood < min_likelihood  # 0: a form or rhythm statement, which PTB-XL does not grade
+        statements.append(_stated(descriptions[code], hedged))
+        for name in (taxonomy or {}).get(code, []):
+            classes[name] = classes.get(name, True) and hedged
+    stated = {s.lower() for s in statements}
+    return statements + [_stated(name, hedged) for name, hedged in classes.items() if name.lower() not in stated]
 
 
 def study_ids(record: PtbxlRecord) -> tuple[str, str]:
@@ -138,6 +165,7 @@ def write_corpus_layout(
     min_likelihood: float = MIN_LIKELIHOOD,
     leave_out: frozenset[str] = frozenset(),
     num_proc: int = 1,
+    taxonomy: dict[str, list[str]] | None = None,
 ) -> dict:
     """Step 1-3: the records in MIMIC-IV-ECG's layout under `root`; returns counts (written, missing, unreadable)."""
     from tqdm.auto import tqdm
@@ -149,7 +177,7 @@ def write_corpus_layout(
         (root / "missing.txt").write_text("".join(f"{r.ecg_id}\t{r.path}\n" for r in missing))
         logger.warning("%d of %d records named by ptbxl_database.csv are not in the folder (listed in %s)",
                        len(missing), len(records), root / "missing.txt")
-    tasks = [(r, machine_statements(r, descriptions, min_likelihood, leave_out), str(root)) for r in present]
+    tasks = [(r, machine_statements(r, descriptions, min_likelihood, leave_out, taxonomy), str(root)) for r in present]
     pool = ProcessPoolExecutor(num_proc) if num_proc > 1 else None  # one worker: this process, no start-up cost
     results = pool.map(_write_study, tasks, chunksize=64) if pool else map(_write_study, tasks)
     errors, written = [], []
@@ -177,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"diagnostic statements graded below this are uncertain (default {MIN_LIKELIHOOD})")
     parser.add_argument("--leave-out", nargs="+", default=[], metavar="SCP_CODE",
                         help="SCP codes whose statements are dropped from every report (unseen-condition studies)")
+    parser.add_argument("--taxonomy", action="store_true",
+                        help="also state each diagnostic statement's PTB-XL class and subclass (see above)")
     parser.add_argument("--layout", type=Path, help="where to write the MIMIC layout (default: OUTPUT_mimic_layout); "
                         "studies already there are reused, the report tables rewritten")
     parser.add_argument("--num-proc", type=int, default=max(1, (os.cpu_count() or 2)), help="processes")
@@ -189,8 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.folds:
         records = [r for r in records if r.fold in set(args.folds)]
     layout = args.layout or args.output.with_name(args.output.name + "_mimic_layout")
+    taxonomy = read_taxonomy(args.input) if args.taxonomy else None
     counts = write_corpus_layout(records, descriptions, layout, args.min_likelihood, frozenset(args.leave_out),
-                                 args.num_proc)
+                                 args.num_proc, taxonomy)
     print(f"{counts['written']} of {counts['in_table']} records written in MIMIC-IV-ECG's layout to {layout} "
           f"({counts['missing']} missing from the folder, {len(counts['unreadable'])} unreadable)", flush=True)
     subprocess.run([sys.executable, "-m", "builders.mimic_iv_ecg", "--input", str(layout), "--output",

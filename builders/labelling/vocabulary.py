@@ -51,7 +51,7 @@ TERM_OVERRIDES = {
     "251146004": "low qrs voltages", "10370003": "pacing rhythm", "164951009": "abnormal qrs",
     "28189009": "second degree av block type ii",
 }
-# Terms no source table has, but MIMIC-IV-ECG's statements use (term, normal finding?).
+# Terms no source table has, but MIMIC-IV-ECG's statements or PTB-XL's classes use (term, normal finding?).
 CURATED_TERMS = [
     ("abnormal ecg", False), ("borderline ecg", False), ("otherwise normal ecg", True),
     ("septal myocardial infarction", False), ("extensive myocardial infarction", False),
@@ -60,6 +60,8 @@ CURATED_TERMS = [
     ("pulmonary disease pattern", False), ("ventricular paced rhythm", False), ("atrial paced rhythm", False),
     ("ectopic atrial rhythm", False), ("multifocal atrial tachycardia", False), ("junctional rhythm", False),
     ("left atrial abnormality", False), ("nonspecific t wave abnormality", False), ("normal axis", True),
+    # PTB-XL's diagnostic classes that no finding's name spells (builders.ptbxl_pretraining --taxonomy)
+    ("conduction disturbance", False), ("hypertrophy", False), ("fascicular block", False),
 ]
 # (surface form, standard term): abbreviations and MIMIC-IV-ECG phrasings.
 CURATED_SYNONYMS = [
