@@ -123,8 +123,8 @@ def machine_statements(
         statements.append(_stated(descriptions[code], hedged))
         for name in (taxonomy or {}).get(code, []):
             classes[name] = classes.get(name, True) and hedged
-    stated = {s.lower() for s in statements}
-    return statements + [_stated(name, hedged) for name, hedged in classes.items() if name.lower() not in stated]
+    implied = [_stated(name, hedged) for name, hedged in classes.items()]
+    return statements + [s for s in implied if s.lower() not in {t.lower() for t in statements}]
 
 
 def study_ids(record: PtbxlRecord) -> tuple[str, str]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import FIXTURES, tiny_config
 
-from builders.ptbxl_pretraining import ecg_id_of, machine_statements, read_ptbxl
+from builders.ptbxl_pretraining import ecg_id_of, machine_statements, read_ptbxl, read_taxonomy
 from modeling_supreme.processing_supreme import SupremeFeatureExtractor, ecg_from_digital
 
 PTBXL = FIXTURES / "ptbxl"  # ecg_id 1-40 at 500 Hz; the 26 of folds 1-8 also at 100 Hz
@@ -40,6 +40,21 @@ def test_low_likelihood_statements_are_hedged_and_left_out_codes_dropped():
     assert machine_statements(normal, descriptions)[0] == "Normal ECG"
 
 
+def test_taxonomy_states_the_classes_a_statement_belongs_to():
+    records, descriptions = read_ptbxl(PTBXL, 100)
+    taxonomy = read_taxonomy(PTBXL)
+    by_id = {r.ecg_id: r for r in records}
+    statements = machine_statements(by_id[39], descriptions, taxonomy=taxonomy)  # IMI 15, LNGQT/NST_/DIG 100
+    assert "ST-T changes" in statements  # STTC, stated once for three statements
+    assert "Possible myocardial infarction" in statements  # implied only by a hedged statement
+    assert statements.count("Possible inferior myocardial infarction") == 1  # IMI's subclass is its own description
+    assert machine_statements(by_id[32], descriptions, taxonomy=taxonomy) == [
+        "Left posterior fascicular block", "Sinus rhythm", "Conduction disturbance", "Fascicular block"]
+    assert machine_statements(by_id[32], descriptions, leave_out=frozenset({"LPFB"}), taxonomy=taxonomy) == [
+        "Sinus rhythm"]  # a left-out condition leaves no class behind either
+    assert machine_statements(by_id[1], descriptions, taxonomy=taxonomy) == machine_statements(by_id[1], descriptions)
+
+
 def test_corpus_from_100_hz_records_through_the_mimic_builder(tmp_path, minilm_path):
     """The whole path: missing records counted, hedged statements uncertain, 100 Hz stored at the schema's 500 Hz."""
     import pandas as pd
@@ -53,7 +68,7 @@ def test_corpus_from_100_hz_records_through_the_mimic_builder(tmp_path, minilm_p
     database.loc[3, "scp_codes"] = "{'IMI': 15.0, 'LNGQT': 100.0, 'SR': 0.0}"
     database.to_csv(ptbxl / "ptbxl_database.csv")
     main(["--input", str(ptbxl), "--output", str(tmp_path / "corpus"), "--sampling-rate", "100", "--num-proc", "1",
-          "--labeller", "rules", "--text-encoder", str(minilm_path), "--validation-fraction", "0"])
+          "--taxonomy", "--labeller", "rules", "--text-encoder", str(minilm_path), "--validation-fraction", "0"])
     missing = (tmp_path / "corpus_mimic_layout" / "missing.txt").read_text().splitlines()
     assert len(missing) == 14  # folds 9-10: not in the 100 Hz copy
     data = load_ecg_dataset(str(tmp_path / "corpus"), split="train")
@@ -63,6 +78,8 @@ def test_corpus_from_100_hz_records_through_the_mimic_builder(tmp_path, minilm_p
     assert "inferior myocardial infarction" in row["uncertain_terms"]
     assert "inferior myocardial infarction" not in [names[i] for i in row["labels"]]
     assert "long qt-interval" in [names[i] for i in row["labels"]]
+    assert "st-t changes" in [names[i] for i in row["labels"]]  # --taxonomy: LNGQT's class
+    assert "myocardial infarction" in row["uncertain_terms"]  # implied only by the hedged infarct
     # the 100 Hz samples, upsampled to 500 Hz and back, are the record's own
     import wfdb
 
