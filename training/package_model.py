@@ -73,9 +73,10 @@ def main(argv=None) -> None:
     training = {
         "dataset": f"PTB-XL (Wagner et al. 2020), 100 Hz records of folds {folds['train'][0]}-{folds['train'][-1]}",
         "dataset_id": "physionet/ptb-xl", "records": records, "licence": "CC BY 4.0", "licence_id": "cc-by-4.0",
-        "labels": "each record's SCP-ECG statements as its machine report, labelled by the project's `rules` labeller "
-                  "and mapped to the cardiac vocabulary with all-MiniLM-L6-v2; statements PTB-XL grades below 50 % "
-                  "likelihood are uncertain and left out of the labels",
+        "labels": "each record's SCP-ECG statements and their PTB-XL diagnostic classes as its machine report, "
+                  "labelled by the project's `rules` labeller and mapped to the cardiac vocabulary with "
+                  "all-MiniLM-L6-v2; statements PTB-XL grades below 50 % likelihood are uncertain and left out of "
+                  "the labels",
         "recipe": "`training/configs/ptbxl_cpu.yaml` (each departure from the paper marked there)",
         "hardware": args.hardware, "time": f"{minutes:.0f} min of pre-training", "path": str(args.output),
     }
@@ -83,11 +84,12 @@ def main(argv=None) -> None:
              "split": f"validation: fold {', '.join(map(str, folds['validation']))}", "name": "macro AUROC (%)",
              "value": zero_shot["tasks"][task]["macro_auroc"]} for task in TASKS]
     rows[-1]["table"] = results_table(results)
+    classes = corpus["labelling"]["classes"]
     notes = ("## Limitations\n\n- Trained on one hospital's ECGs (PTB-XL, Germany, 1989-1996); the query list of "
-             "training is PTB-XL's 71 statements as the vocabulary names them. Queries far from those names, and ECGs "
-             "from other devices, are less reliable: see the project's `benchmarks/RESULTS.md` for the figures on "
-             "other hospitals and on conditions left out of training.\n- The text encoder is a general-purpose "
-             "sentence model (all-MiniLM-L6-v2), not the paper's MedCPT.")
+             f"training is PTB-XL's statements and diagnostic classes as the vocabulary names them ({classes} terms). "
+             "Queries far from those names, and ECGs from other devices, are less reliable: see the project's "
+             "`benchmarks/RESULTS.md` for the figures on other hospitals and on conditions left out of training.\n"
+             "- The text encoder is a general-purpose sentence model (all-MiniLM-L6-v2), not the paper's MedCPT.")
     card = model_card(model, processor.feature_extractor, NAME, training, rows, notes)
     if args.output.exists():
         shutil.rmtree(args.output)

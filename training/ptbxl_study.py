@@ -8,9 +8,9 @@ present, the benchmark's protocol holds: train on folds 1-8, validate on 9, test
 copy), fold 8 is carved out as the validation fold and folds 1-7 train; nothing is tested. Each stage writes under
 `DIR` and is skipped when its output is there, so a rerun resumes (pre-training resumes from its checkpoints).
 
-1. `corpus`: `builders.ptbxl_pretraining` turns the training folds into the pre-training corpus (SCP statements as
-   machine reports, `rules` labeller, all-MiniLM-L6-v2 mapping), and a second corpus whose reports leave out
-   `UNSEEN_CODES`.
+1. `corpus`: `builders.ptbxl_pretraining --taxonomy` turns the training folds into the pre-training corpus (SCP
+   statements and their PTB-XL classes as machine reports, `rules` labeller, all-MiniLM-L6-v2 mapping), and a second
+   corpus whose reports leave out `UNSEEN_CODES`.
 2. `eval`: `builders.ptbxl --sampling-rate 100 --folds ...` writes the validation (and test) records with MERL's
    labels of the four tasks.
 3. `pretrain`: `accelerate launch training/pretrain.py --config training/configs/ptbxl_cpu.yaml` on the corpus
@@ -104,7 +104,7 @@ def build_corpora(ptbxl: Path, out: Path, plan: dict) -> None:
             continue
         run([sys.executable, "-m", "builders.ptbxl_pretraining", "--input", str(ptbxl), "--output", str(out / name),
              "--layout", str(out / "mimic_layout"), "--sampling-rate", str(SAMPLING_RATE),
-             "--folds", *map(str, plan["train"]), *(["--leave-out", *leave_out] if leave_out else []),
+             "--folds", *map(str, plan["train"]), "--taxonomy", *(["--leave-out", *leave_out] if leave_out else []),
              "--labeller", "rules", "--text-encoder", minilm(), "--validation-fraction", "0"],
             f"pre-training corpus {name}", out / "logs" / f"{name}.log")
 
