@@ -4,6 +4,8 @@ corpus and scored zero-shot (concise prompts) on the validation fold's four task
 
     python -m training.ptbxl_study --ptbxl PTBXL_DIR --output DIR --stages corpus eval   # the data, once
     python benchmarks/ptbxl_recipe_search.py --study DIR --candidates 500hz 100hz_p25 100hz_p50 --epochs 3
+    python benchmarks/ptbxl_recipe_search.py --study DIR --candidates 500hz --epochs 10 --threads 1 &   # round 2:
+    python benchmarks/ptbxl_recipe_search.py --study DIR --candidates 100hz_p50 --epochs 24 --threads 1  # same hour
 
 Appends one JSON line per candidate (machine, date, command, epochs, training ECG/s, AUROCs) to
 `benchmarks/results/ptbxl_recipe_search.jsonl` (benchmarks/common.py `append_rows`).
