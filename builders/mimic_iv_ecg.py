@@ -2,6 +2,7 @@
 
     python -m builders.mimic_iv_ecg --input MIMIC_ROOT --output OUT_DIR [--labeller rules|transformers|vllm]
         [--llm MODEL] [--rules-first] [--no-grammar] [--text-encoder PATH_OR_ID] [--num-proc N] [--limit N]
+        [--tensor-parallel-size N] [--gpu-memory-utilization F] [--max-model-len N] [--vllm-option KEY=VALUE]
         [--push-to-hub REPO_ID]
 
 MIMIC_ROOT is the PhysioNet download (record_list.csv, machine_measurements.csv, files/). The steps:
@@ -12,7 +13,8 @@ MIMIC_ROOT is the PhysioNet download (record_list.csv, machine_measurements.csv,
 2. Label: every distinct statement is sent once to the labeller (`rules`, `transformers` or `vllm`; the LLM is loaded
    and checked before any record is read, decodes under the response grammar unless `--no-grammar`, and its answers
    are cached on disk under OUT_DIR/.cache; `--rules-first` prompts only the statements the rules labeller cannot
-   account for). Entities map to the cardiac vocabulary's standard terms (exactly, else by text-encoder clustering:
+   account for; the vllm labeller's engine options pass to `vllm.LLM(...)`, and GPU ones are refused by vLLM's CPU
+   build). Entities map to the cardiac vocabulary's standard terms (exactly, else by text-encoder clustering:
    builders/labelling/mapping.py). A record's `labels` are the terms its statements assert; the terms they name only
    as Uncertain are dropped from `labels` and kept in `uncertain_terms`. The class names (the query list) are every
    term some record carries as a label, most frequent first.
@@ -36,7 +38,7 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -58,6 +60,7 @@ from builders.labelling.mapping import DEFAULT_TEXT_ENCODER, TextEncoder, label_
 from builders.labelling.rules import RULES_AGREEMENT
 from builders.labelling.statistics import plot_label_frequency, write_stats
 from builders.labelling.study_agreement import LLM_AGREEMENT
+from builders.labelling.vllm_engine import EngineError
 from builders.labelling.vocabulary import load_vocabulary, normalize_phrase
 from builders.wfdb_reading import RecordError, read_wfdb
 
@@ -89,6 +92,7 @@ class BuildConfig:
     retry_failures: bool = False
     grammar: bool = True
     rules_first: bool = False
+    vllm_options: dict = field(default_factory=dict)  # keywords for vllm.LLM(...), --labeller vllm only
     push_to_hub: str | None = None
 
 
@@ -97,8 +101,9 @@ def build(config: BuildConfig) -> dict:
     started = time.time()
     root, out = Path(config.input), Path(config.output)
     # the labeller (and its model) first: a wrong --llm fails before any record is read
+    engine = {"engine_options": config.vllm_options} if config.labeller == "vllm" else {}
     extractor = make_extractor(config.labeller, config.llm, max_new_tokens=config.max_new_tokens,
-                               retries=config.retries, grammar=config.grammar, rules_first=config.rules_first)
+                               retries=config.retries, grammar=config.grammar, rules_first=config.rules_first, **engine)
     records, dropped = index_records(root, config.limit, config.min_words)
     out.mkdir(parents=True, exist_ok=True)
     n_listed = len(records) + len(dropped)
@@ -552,18 +557,43 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rules-first", action="store_true",
                         help="answer statements the cardiac vocabulary covers fully with the rules labeller and "
                              "prompt the LLM only for the others")
+    engine = parser.add_argument_group("vllm labeller", "passed to vllm.LLM(...) unchanged; vLLM's CPU build refuses "
+                                       "the ones that spread a model over GPUs")
+    engine.add_argument("--tensor-parallel-size", type=int, help="GPUs per model replica (default: all visible)")
+    engine.add_argument("--gpu-memory-utilization", type=float,
+                        help="share of each GPU's memory vLLM may take (on the CPU build: of the machine's memory)")
+    engine.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    engine.add_argument("--vllm-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other vllm.LLM keyword (VALUE read as JSON when it parses, else a string); repeatable")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the finished folder to this dataset repo")
-    args = parser.parse_args(argv)
-    config = BuildConfig(**{k.replace("-", "_"): v for k, v in vars(args).items()})
+    args = vars(parser.parse_args(argv))
+    options = {key: args.pop(key) for key in ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len")}
+    options = {key: value for key, value in options.items() if value is not None}
+    for item in args.pop("vllm_option"):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--vllm-option {item}: expected KEY=VALUE")
+        options[key.replace("-", "_")] = _option_value(value)
+    if options and args["labeller"] != "vllm":
+        names = ", ".join(f"--{key.replace('_', '-')}" for key in options)
+        parser.error(f"{names}: options of --labeller vllm, not of --labeller {args['labeller']}")
+    config = BuildConfig(**args, vllm_options=options)
     try:
         stats = build(config)
-    except ModelLoadError as error:
+    except (ModelLoadError, EngineError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     records = stats["records"]
     print(f"{records['kept']:,} of {records['listed']:,} records written to {config.output} "
           f"(dropped: {records['dropped'] or 'none'}); {stats['labelling']['final_terms']} labels; "
           f"{stats['run']['llm_prompts']} LLM prompts, {stats['run']['cache_hits']} cached")
     return stats
+
+
+def _option_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 if __name__ == "__main__":

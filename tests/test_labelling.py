@@ -170,17 +170,40 @@ def test_llm_retries_failures_and_cache(tmp_path):
     assert retried.prompts == 3  # only the failure, three attempts
 
 
-def test_vllm_backend_explains_how_to_install():
-    pytest.importorskip("torch")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match=r"pip install -e '\.\[label\]'"):
-            make_extractor("vllm", "meta-llama/Llama-3.1-70B-Instruct")
-    else:
-        pytest.skip("vllm is installed: the engine itself needs GPUs and weights")
+def test_vllm_labeller_without_vllm_says_how_to_install_before_any_record(tmp_path, capsys):
+    """The main venv has no vLLM (it runs in .venv-vllm, tests/test_vllm_labeller.py): one line, exit 2, before the
+    (here missing) MIMIC folder is read."""
+    import importlib.util
+
+    assert importlib.util.find_spec("vllm") is None, "the main venv must not have vLLM: `make test-vllm` tests it"
+    with pytest.raises(SystemExit) as stopped:
+        main(["--input", str(tmp_path / "no-mimic-here"), "--output", str(tmp_path / "out"), "--labeller", "vllm",
+              "--llm", "meta-llama/Llama-3.1-70B-Instruct", "--tensor-parallel-size", "8"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "vLLM is not installed" in error and "pip install -e '.[label]'" in error
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):  # engine options belong to the vllm labeller
+        main(["--input", "x", "--output", str(tmp_path / "out"), "--labeller", "transformers", "--llm", "x",
+              "--max-model-len", "2048"])
+    assert "--max-model-len: options of --labeller vllm" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--llm"):
         make_extractor("transformers")
+
+
+def test_vllm_engine_options_per_build():
+    """GPU builds get the builder's options unchanged (tensor parallel over every visible GPU unless told); the CPU
+    build refuses the ones that spread a model over GPUs and sizes its KV cache itself unless told how."""
+    from builders.labelling.vllm_engine import CPU_DEFAULTS, EngineError, engine_options
+
+    options = {"tensor_parallel_size": 8, "gpu_memory_utilization": 0.85, "max_model_len": 4096}
+    assert engine_options(options, cpu=False, version="0.33.0") == options
+    assert engine_options({}, cpu=False, version="0.33.0") == {"tensor_parallel_size": 1}  # no GPU here: one
+    with pytest.raises(EngineError, match=r"^--tensor-parallel-size, --data-parallel-size: .*\(0\.32\.0\) is the CPU"):
+        engine_options({"tensor_parallel_size": 2, "data_parallel_size": 2}, cpu=True, version="0.32.0")
+    assert engine_options({"max_model_len": 2048}, cpu=True, version="0.32.0") == {**CPU_DEFAULTS, "max_model_len": 2048}
+    sized = engine_options({"gpu_memory_utilization": 0.3}, cpu=True, version="0.32.0")
+    assert "kv_cache_memory_bytes" not in sized and sized["gpu_memory_utilization"] == 0.3
 
 
 def test_mapping_with_a_real_bert(minilm_path):

@@ -6,12 +6,14 @@ that turns chat conversations into texts:
 
 - `transformers`: any local causal LM with a chat template (`builders/labelling/causal_lm.py`: a folder, a Hub id or
   a `.gguf` file), batched `generate` from the shared prompt prefix's KV cache, for small models and CPUs;
-- `vllm`: vLLM's offline engine (`LLM.chat`), tensor-parallel over the visible GPUs; imported only when chosen
-  (`pip install -e '.[label]'`).
+- `vllm`: vLLM's offline engine (`LLM.chat`; `builders/labelling/vllm_engine.py`), tensor-parallel over the visible
+  GPUs, or vLLM's CPU build; imported only when chosen (`pip install -e '.[label]'` on GPUs, `make install-vllm` on a
+  CPU).
 
-Both constrain decoding with the same grammar, compiled from `prompt.RESPONSE_SCHEMA` by xgrammar: vLLM through its
-structured outputs (`StructuredOutputsParams(json=...)`), transformers through xgrammar's logits processor for
-`generate`. An answer then parses by construction unless it hits the new-token limit. `grammar=False` (`--no-grammar`)
+Both constrain decoding with the same grammar text, `response_grammar()`: `prompt.RESPONSE_SCHEMA` as xgrammar's EBNF,
+with the separators the few-shot answers use. vLLM takes it as a structured-outputs grammar
+(`StructuredOutputsParams(grammar=...)`), transformers through xgrammar's logits processor for `generate`. An answer
+then parses by construction unless it hits the new-token limit. `grammar=False` (`--no-grammar`)
 decodes freely, for engines or models where the grammar is unwanted; the parser, retries and failure counts are the
 same either way.
 
@@ -29,9 +31,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .cache import ResponseCache, cache_key
-from .causal_lm import ChatModel, ModelLoadError, first_line
+from .causal_lm import ChatModel
 from .prompt import RESPONSE_SCHEMA, build_messages, parse_response
 from .rules import RulesExtractor
+from .vllm_engine import check_vllm, load_engine
 from .vocabulary import Vocabulary, load_vocabulary
 
 BACKENDS = ("rules", "transformers", "vllm")
@@ -174,12 +177,19 @@ class TransformersBackend(LLMBackend):
                                         logits_processor=processors)
 
 
+def response_grammar() -> str:
+    """`RESPONSE_SCHEMA` as xgrammar's EBNF text, the one grammar both LLM backends decode under: no free whitespace,
+    separators `", "` and `": "` as the few-shot answers are written."""
+    xgrammar = _import_xgrammar()
+    return str(xgrammar.Grammar.from_json_schema(json.dumps(RESPONSE_SCHEMA), any_whitespace=False))
+
+
 def compile_response_grammar(tokenizer, vocab_size: int):
-    """`RESPONSE_SCHEMA` as an xgrammar grammar over the model's vocabulary (`vocab_size`: the logits' width, which
-    can exceed the tokenizer's); compact separators, as vLLM's `disable_any_whitespace=True`."""
+    """`response_grammar()` compiled over the model's vocabulary (`vocab_size`: the logits' width, which can exceed
+    the tokenizer's)."""
     xgrammar = _import_xgrammar()
     info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-    return xgrammar.GrammarCompiler(info).compile_json_schema(json.dumps(RESPONSE_SCHEMA), any_whitespace=False)
+    return xgrammar.GrammarCompiler(info).compile_grammar(response_grammar())
 
 
 def _import_xgrammar():
@@ -192,36 +202,31 @@ def _import_xgrammar():
 
 
 class VLLMBackend(LLMBackend):
-    """vLLM's offline engine: chat template, the response grammar, tensor-parallel over all visible GPUs.
+    """vLLM's offline engine (`vllm_engine.py`): chat template, the response grammar, prefix caching; on GPUs
+    tensor-parallel over all visible ones unless `engine_options` says otherwise.
 
-    `model` is what `vllm.LLM(model=...)` takes (a Hub id or a folder; for a `.gguf` file vLLM also wants the base
-    model's tokenizer, which this backend does not pass)."""
+    `model` is what `vllm.LLM(model=...)` takes, a Hub id or a folder (a `.gguf` file is refused: convert it with
+    `python -m builders.labelling.gguf_folder`). `engine_options` pass to `LLM(...)` unchanged. Everything that can
+    fail is checked here, before any record is read; the engine itself starts on the first prompt."""
 
     backend = "vllm"
 
-    def __init__(self, model: str, vocabulary: Vocabulary | None = None, *, tensor_parallel_size: int | None = None,
+    def __init__(self, model: str, vocabulary: Vocabulary | None = None, *, engine_options: dict | None = None,
                  batch_size: int = 512, **kwargs):
         super().__init__(model, vocabulary, batch_size=batch_size, **kwargs)
-        try:
-            import vllm
-        except ImportError as error:
-            raise ImportError("the vllm labeller needs vLLM: pip install -e '.[label]'") from error
-        import torch
+        self.engine_kwargs = check_vllm(model, dict(engine_options or {}))
+        if self.grammar:
+            self.grammar_text = response_grammar()
 
-        try:
-            self.llm = vllm.LLM(model=model, enable_prefix_caching=True,  # every prompt shares the instruction prefix
-                                tensor_parallel_size=tensor_parallel_size or max(torch.cuda.device_count(), 1))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"--llm {model}: vLLM cannot load it ({first_line(error)})") from error
-        if not getattr(self.llm.get_tokenizer(), "chat_template", None):
-            raise ModelLoadError(f"--llm {model}: its tokenizer has no chat template; the labeller prompts with chat "
-                                 "messages, so it needs an instruct (chat) model")
+    @cached_property
+    def llm(self):
+        return load_engine(self.model, self.engine_kwargs)
 
     def generate(self, conversations, attempt):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        grammar = StructuredOutputsParams(json=RESPONSE_SCHEMA, disable_any_whitespace=True) if self.grammar else None
+        grammar = StructuredOutputsParams(grammar=self.grammar_text) if self.grammar else None
         params = SamplingParams(temperature=0.7 if attempt else 0.0, top_p=0.95 if attempt else 1.0, seed=attempt,
                                 max_tokens=self.max_new_tokens, structured_outputs=grammar)
         outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
