@@ -14,7 +14,6 @@ import argparse
 import functools
 import json
 import logging
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,9 +33,9 @@ from model_facts import model_facts  # noqa: E402
 from modeling_supreme.processing_supreme import CANONICAL_LEADS, canonical_lead_index, read_ecg_file  # noqa: E402
 from training.attention_plots import cross_attention_maps, draw_attention_panel  # noqa: E402
 from training.cli import DEFAULT_MODEL, CommandError, load_model  # noqa: E402
-from training.evaluate_zeroshot import PROMPTS_DIR, load_prompts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+PROMPTS_DIR = REPO / "training" / "prompts"  # the benchmarks' class → query files (training/prompts/README.md)
 PTBXL_TESTS = REPO / "tests" / "data" / "ptbxl" / "records500" / "00000"
 PTBXL_DEMO = REPO / "training" / "demo_data" / "ptbxl" / "records500" / "00000"
 # Real ECGs shipped in the repository, none of them in the shipped model's training folds (PTB-XL 1-7), each with what
@@ -82,7 +81,7 @@ class Space:
     def __init__(self, model_name: str):
         self.model_name = model_name
         self.model, self.processor = load_model(model_name, "cpu")
-        self.presets = {label: list(load_prompts([PROMPTS_DIR / f"{stem}.json"])[stem].values())
+        self.presets = {label: list(json.loads((PROMPTS_DIR / f"{stem}.json").read_text()).values())
                         for label, stem in PRESETS.items()}
         self.query_states = functools.lru_cache(maxsize=64)(self._query_states)
         for queries in self.presets.values():
@@ -115,7 +114,8 @@ class Space:
             raise ValueError("No query: type at least one, one per line, or pick a preset list.")
         if len(queries) > MAX_QUERIES:
             raise ValueError(f"{len(queries)} queries: ask at most {MAX_QUERIES} at once.")
-        names = [name for name in re.split(r"[,\s]+", lead_names or "") if name] or list(CANONICAL_LEADS)
+        separator = "," if "," in (lead_names or "") else None  # "I, II, ..." or "I II ..."
+        names = [name.strip() for name in (lead_names or "").split(separator) if name.strip()] or list(CANONICAL_LEADS)
         if files:
             signal, rate, leads, description = read_uploaded_ecg(files, sampling_rate, names)
             title = description
@@ -135,11 +135,12 @@ class Space:
         ordered = signal[canonical_lead_index(leads)]
         seconds = signal.shape[1] / rate
         summary = f"**ECG:** {description} {len(leads)} leads, {rate:g} Hz, {seconds:.1f} s."
-        table = pd.DataFrame({"query": [q for q, _ in scores], "probability": [round(p, 4) for _, p in scores]})
+        bars = pd.DataFrame({"query": [q for q, _ in scores], "probability": [p for _, p in scores]})
+        table = bars.assign(probability=[f"{p:.4f}" for _, p in scores])  # four decimals, as printed everywhere
         return (
             summary,
             table,
-            table,
+            bars,
             draw_ecg_paper(ordered, rate, title=title),
             gr.update(choices=[q for q, _ in scores], value=scores[0][0]),
             self.draw_attention(kept, scores[0][0]),
@@ -202,7 +203,7 @@ def build_demo(space: Space) -> gr.Blocks:
             with gr.Column(scale=2):
                 summary = gr.Markdown()
                 with gr.Row():
-                    table = gr.Dataframe(label="probability per query", interactive=False)
+                    table = gr.Dataframe(label="probability per query", interactive=False, elem_id="scores")
                     bars = gr.BarPlot(x="query", y="probability", sort="-y", y_lim=[0, 1], x_label_angle=-45,
                                       label="probabilities, sorted")
                 paper = gr.Image(label="the ECG: 3 × 4 leads and a lead II rhythm strip, 25 mm/s, 10 mm/mV",
@@ -216,8 +217,9 @@ def build_demo(space: Space) -> gr.Blocks:
         outputs = [summary, table, bars, paper, explained, attention, download, kept]
         inputs = [files, example, sampling_rate, lead_names, queries]
         submit.click(space.classify, inputs, outputs, api_name="classify")
-        preset.change(space.preset_queries, preset, queries, api_visibility="private")
-        explained.change(space.explain, [kept, explained], attention, api_visibility="private")
+        preset.input(space.preset_queries, preset, queries, api_visibility="private")
+        # .input, not .change: classify sets the query itself and draws its attention already
+        explained.input(space.explain, [kept, explained], attention, api_visibility="private")
         gr.Examples(
             [[name, DEFAULT_QUERIES] for name in EXAMPLES],
             inputs=[example, queries],
