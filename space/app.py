@@ -60,6 +60,15 @@ EXAMPLES = {
                                         "sinus tachycardia, nonspecific intraventricular conduction disorder, "
                                         "ST changes."),
 }
+# The one-click examples ask each ECG a benchmark's whole class list, one that holds what its source says it shows.
+EXAMPLE_PRESETS = {
+    "PTB-XL 9: normal ECG": "PTB-XL super-class (5)",
+    "PTB-XL 180: left bundle branch block": "PTB-XL sub-class (23)",
+    "PTB-XL 195: right bundle branch block": "PTB-XL sub-class (23)",
+    "PTB-XL 17: atrial flutter": "PTB-XL rhythm (12)",
+    "CPSC-2018 A1984: ST depression": "CPSC-2018 (9)",
+    "Chapman-Shaoxing-Ningbo JS20000": "CPSC-2018 (9)",
+}
 PRESETS = {
     "PTB-XL super-class (5)": "ptbxl_super_class",
     "PTB-XL sub-class (23)": "ptbxl_sub_class",
@@ -86,7 +95,9 @@ class Space:
         self.query_states = functools.lru_cache(maxsize=64)(self._query_states)
         for queries in self.presets.values():
             self.query_states(tuple(queries))
-        self.facts = model_facts(model_name, self.model.config)
+        shown = Path(model_name).resolve()
+        self.facts = model_facts(model_name, self.model.config,
+                                 str(shown.relative_to(REPO)) if shown.is_relative_to(REPO) else model_name)
         self.outputs = Path(tempfile.mkdtemp(prefix="supreme-space-"))
 
     @torch.no_grad()
@@ -134,7 +145,7 @@ class Space:
         kept = {"signal": processed, "attention": attention, "queries": queries, "probabilities": probabilities}
         ordered = signal[canonical_lead_index(leads)]
         seconds = signal.shape[1] / rate
-        summary = f"**ECG:** {description} {len(leads)} leads, {rate:g} Hz, {seconds:.1f} s."
+        summary = f"**ECG:** {description.rstrip('.')} ({len(leads)} leads, {rate:g} Hz, {seconds:.1f} s)."
         bars = pd.DataFrame({"query": [q for q, _ in scores], "probability": [p for _, p in scores]})
         table = bars.assign(probability=[f"{p:.4f}" for _, p in scores])  # four decimals, as printed everywhere
         return (
@@ -206,11 +217,12 @@ def build_demo(space: Space) -> gr.Blocks:
                     table = gr.Dataframe(label="probability per query", interactive=False, elem_id="scores")
                     bars = gr.BarPlot(x="query", y="probability", sort="-y", y_lim=[0, 1], x_label_angle=-45,
                                       label="probabilities, sorted")
-                paper = gr.Image(label="the ECG: 3 × 4 leads and a lead II rhythm strip, 25 mm/s, 10 mm/mV",
-                                 type="pil", format="png")
-                explained = gr.Dropdown(label="attention of the query", choices=[])
-                attention = gr.Image(label="where the query looked: CFN cross-attention over leads and time",
-                                     format="png")
+                # captions as Markdown: an Image's label would cover the top of the picture
+                gr.Markdown("**The ECG**: 3 × 4 leads and a lead II rhythm strip, 25 mm/s, 10 mm/mV")
+                paper = gr.Image(show_label=False, type="pil", format="png", elem_id="ecg-paper")
+                explained = gr.Dropdown(label="where this query looked (CFN cross-attention over leads and time)",
+                                        choices=[])
+                attention = gr.Image(show_label=False, format="png", elem_id="attention")
                 download = gr.File(label="scores (JSON)")
         gr.Markdown(space.facts)
 
@@ -221,7 +233,7 @@ def build_demo(space: Space) -> gr.Blocks:
         # .input, not .change: classify sets the query itself and draws its attention already
         explained.input(space.explain, [kept, explained], attention, api_visibility="private")
         gr.Examples(
-            [[name, DEFAULT_QUERIES] for name in EXAMPLES],
+            [[name, space.preset_queries(preset)] for name, preset in EXAMPLE_PRESETS.items()],
             inputs=[example, queries],
             outputs=outputs,
             fn=lambda name, text: space.classify(None, name, 500, "", text),

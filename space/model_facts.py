@@ -12,29 +12,36 @@ NOT_A_DEVICE = (
 )
 
 
-def load_card(name: str):
-    """The model card (`huggingface_hub.ModelCard`) of a local folder or Hub repo, or None where it has none."""
-    from huggingface_hub import ModelCard
+def read_card(name: str) -> tuple[dict, str] | None:
+    """(YAML metadata, Markdown body) of the model card of a local folder or Hub repo, as written (huggingface_hub's
+    `ModelCard` regroups the model-index results of one task type and dataset under the first one's task name), or
+    None where there is no card to read."""
+    import yaml
 
+    readme = Path(name) / "README.md"
     try:
-        readme = Path(name) / "README.md"
-        return ModelCard.load(readme if readme.is_file() else name)
-    except Exception:  # no card, no network, not a repo: the page says so instead
+        if not readme.is_file():
+            from huggingface_hub import hf_hub_download
+
+            readme = Path(hf_hub_download(name, "README.md"))
+        _, front_matter, body = readme.read_text(encoding="utf-8").split("---", 2)
+        return yaml.safe_load(front_matter) or {}, body
+    except Exception:  # no card, no network, no front matter: the page says so instead
         return None
 
 
-def training_data(card) -> str | None:
+def training_data(body: str) -> str | None:
     """The card's "- data: ..." line of its Training section (the project's cards write one)."""
-    for line in card.text.splitlines():
+    for line in body.splitlines():
         if line.strip().startswith("- data:"):
             return line.strip()[len("- data:"):].strip()
     return None
 
 
-def held_out_results(card) -> list[tuple[str, str, str, str]]:
+def held_out_results(metadata: dict) -> list[tuple[str, str, str, str]]:
     """(task, split, metric, value) of each result in the card's model-index."""
     rows = []
-    for entry in card.data.to_dict().get("model-index") or []:
+    for entry in metadata.get("model-index") or []:
         for result in entry.get("results") or []:
             split = (result.get("dataset") or {}).get("split", "")
             for metric in result.get("metrics") or []:
@@ -45,7 +52,7 @@ def held_out_results(card) -> list[tuple[str, str, str, str]]:
 
 def query_list_note(config) -> str:
     if getattr(config, "fusion_query_attention", "self") == "all":
-        return f"**Scores depend on the whole list.** This model's {QUERY_LIST_NOTE}."
+        return f"**Scores depend on the whole list.** {QUERY_LIST_NOTE[0].upper()}{QUERY_LIST_NOTE[1:]}."
     return (
         "This model scores each query on its own (`fusion_query_attention=\"self\"`): adding or removing a query does "
         "not change another's score. A model with `fusion_query_attention=\"all\"` (the paper's decoder) scores each "
@@ -53,16 +60,17 @@ def query_list_note(config) -> str:
     )
 
 
-def model_facts(name: str, config) -> str:
+def model_facts(name: str, config, shown_name: str | None = None) -> str:
     """Markdown for the page: where the model came from, what its card reports, and what its scores are not."""
-    card = load_card(name)
-    lines = [f"**Model:** `{name}`."]
+    card = read_card(name)
+    lines = [f"**Model:** `{shown_name or name}`."]
     if card is None:
         lines.append("Its card could not be read: no training data or held-out figures to show.")
     else:
-        data = training_data(card)
+        metadata, body = card
+        data = training_data(body)
         lines.append(f"**Trained on:** {data}." if data else "Its card does not say what it was trained on.")
-        results = held_out_results(card)
+        results = held_out_results(metadata)
         if results:
             lines += ["", "**Held-out figures, as its card reports them:**", "",
                       "| task | split | metric | value |", "|---|---|---|---|"]

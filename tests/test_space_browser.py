@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import FIXTURES, REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,6 +49,10 @@ def test_upload_a_record_in_chromium_and_read_the_answers(space_url):
             for query, probability in expected.items():
                 row = table.locator("tr", has_text=query)
                 expect(row).to_contain_text(f"{probability:.4f}", timeout=10_000)
+            # the framing, read from the model's own card: its first held-out figure, and what the model is not
+            first_figure = yaml.safe_load((SHIPPED / "README.md").read_text().split("---")[1])["model-index"][0]
+            expect(page.get_by_role("cell", name=first_figure["results"][0]["task"]["name"])).to_be_visible()
+            expect(page.get_by_text("Not a medical device.")).to_be_visible()
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
