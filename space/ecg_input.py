@@ -41,33 +41,34 @@ def read_uploaded_ecg(paths: list[str], sampling_rate: float | None, lead_names:
 
 
 def read_record(folder: Path, names: list[str]):
+    """The one record among the uploaded `names` in `folder`: a header and its signal files, else a .mat."""
     headers = [name for name in names if name.lower().endswith(".hea")]
     if len(headers) > 1:
         raise ValueError(f"{len(headers)} headers uploaded ({', '.join(headers)}): upload one record at a time.")
     if headers:
         header = folder / headers[0]
         _check_signal_files(header, names)
-        try:
-            signal, rate, leads = read_ecg_file(header)
-        except ValueError as error:
-            raise ValueError(
-                f"{headers[0]}: its samples could not be read as the header describes them; is a signal file truncated "
-                f"or from another record? ({_reason(error)})"
-            ) from None
+        signal, rate, leads = _read(header, f"{headers[0]}: its samples could not be read as the header describes "
+                                    "them; is a signal file truncated or from another record?")
         return signal, rate, leads, f"uploaded WFDB record {header.stem}"
     mats = [name for name in names if name.lower().endswith(".mat")]
-    if len(mats) != 1:
+    if not mats:
         raise ValueError(
             "A .dat file holds samples only: upload it together with its .hea header (select both files at once)."
         )
-    try:
-        signal, rate, leads = read_ecg_file(folder / mats[0])
-    except ValueError as error:
-        raise ValueError(
-            f"{mats[0]}: not a CPSC-2018 .mat, and no .hea header was uploaded with it; a CinC/PhysioNet .mat needs its "
-            f".hea ({_reason(error)})"
-        ) from None
+    if len(mats) > 1:
+        raise ValueError(f"{len(mats)} .mat files uploaded ({', '.join(mats)}): upload one record at a time.")
+    signal, rate, leads = _read(folder / mats[0], f"{mats[0]}: not a CPSC-2018 .mat, and no .hea header was uploaded "
+                                "with it; a CinC/PhysioNet .mat needs its .hea")
     return signal, rate, leads, f"uploaded CPSC-2018 file {mats[0]}"
+
+
+def _read(path: Path, explanation: str):
+    """`read_ecg_file`, its error restated for the page: `explanation`, then the library's own reason."""
+    try:
+        return read_ecg_file(path)
+    except ValueError as error:
+        raise ValueError(f"{explanation} ({_reason(error)})") from None
 
 
 def _check_signal_files(header: Path, names: list[str]) -> None:
