@@ -147,7 +147,7 @@ class Space:
         seconds = signal.shape[1] / rate
         summary = f"**ECG:** {description.rstrip('.')} ({len(leads)} leads, {rate:g} Hz, {seconds:.1f} s)."
         bars = pd.DataFrame({"query": [q for q, _ in scores], "probability": [p for _, p in scores]})
-        table = bars.assign(probability=[f"{p:.4f}" for _, p in scores])  # four decimals, as printed everywhere
+        table = bars.assign(probability=[f"{p:.4f}" for _, p in scores])  # four decimals, as `supreme classify` prints
         return (
             summary,
             table,
