@@ -46,10 +46,9 @@ def test_upload_a_record_in_chromium_and_read_the_answers(space_url):
             page.get_by_role("button", name="Classify").click()
             expect(page.get_by_text(f"uploaded WFDB record {RECORD.name}")).to_be_visible(timeout=300_000)
 
-            table = page.locator("#scores")
-            for query, probability in expected.items():
-                row = table.locator("tr", has_text=query)
-                expect(row).to_contain_text(f"{probability:.4f}", timeout=60_000)
+            table = page.get_by_role("grid", name="probability per query")
+            for query, probability in expected.items():  # each query on one row with its probability
+                expect(table.get_by_role("row", name=f"{query} {probability:.4f}")).to_be_visible()
             # the framing, read from the model's own card: its first held-out figure, and what the model is not
             first_figure = yaml.safe_load((SHIPPED / "README.md").read_text().split("---")[1])["model-index"][0]
             expect(page.get_by_role("cell", name=first_figure["results"][0]["task"]["name"])).to_be_visible()

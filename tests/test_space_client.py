@@ -22,7 +22,7 @@ QUERIES = ["normal ECG", "atrial fibrillation", "complete left bundle branch blo
 def client(space_url):
     from gradio_client import Client
 
-    return Client(space_url, verbose=False)
+    return Client(space_url, verbose=False, httpx_kwargs={"timeout": 600})  # a busy machine answers slowly
 
 
 @pytest.fixture(scope="module")
