@@ -53,8 +53,11 @@ def test_upload_a_record_in_chromium_and_read_the_answers(space_url):
             first_figure = yaml.safe_load((SHIPPED / "README.md").read_text().split("---")[1])["model-index"][0]
             expect(page.get_by_role("cell", name=first_figure["results"][0]["task"]["name"])).to_be_visible()
             expect(page.get_by_text("Not a medical device.")).to_be_visible()
+            for image in ("#ecg-paper img", "#attention img"):  # the printed ECG and the attention map arrived
+                expect(page.locator(image)).to_be_visible()
+            page.wait_for_timeout(1_000)  # let the bar chart finish drawing for the screenshot
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 50_000  # a page with two drawn images, not a blank one
+    assert SCREENSHOT.stat().st_size > 300_000  # the page with its two pictures (the page alone: ~220 kB)
