@@ -72,8 +72,8 @@ def model_facts(name: str, config, shown_name: str | None = None) -> str:
         lines.append(f"**Trained on:** {data}." if data else "Its card does not say what it was trained on.")
         results = held_out_results(metadata)
         if results:
-            lines += ["", "**Held-out figures, as its card reports them:**", "",
-                      "| task | split | metric | value |", "|---|---|---|---|"]
+            lines += ["", "**Figures on ECGs held out of its training, as its card reports them (the split says "
+                      "which):**", "", "| task | split | metric | value |", "|---|---|---|---|"]
             lines += [f"| {task} | {split} | {metric} | {value} |" for task, split, metric, value in results]
             lines.append("")
         else:
